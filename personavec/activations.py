@@ -1,0 +1,111 @@
+"""One traced pass per batch that reads every layer and reduces it to per-sample means.
+
+For each (prompt, response) text pair: the mean residual stream over response tokens, over
+prompt tokens, and at the last prompt token, at every ``hidden_states`` layer (``[L+1, d]`` per
+sample). Only these reductions are kept, never the full per-token activations of a dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .models import residual_blocks
+from .steering import active, apply_in_trace
+
+VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
+
+
+def _tokenize_pairs(
+    tok: Any, prompts: Sequence[str], responses: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ids with masks for prompt tokens and response tokens."""
+    seqs, n_prompt = [], []
+    for p, r in zip(prompts, responses, strict=True):
+        p_ids = tok(p, add_special_tokens=False).input_ids
+        r_ids = tok(r, add_special_tokens=False).input_ids if r else []
+        seqs.append(p_ids + r_ids)
+        n_prompt.append(len(p_ids))
+    width = max(len(s) for s in seqs)
+    pad = tok.pad_token_id
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    pmask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    rmask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for i, (s, n_p) in enumerate(zip(seqs, n_prompt, strict=True)):
+        start = width - len(s)
+        ids[i, start:] = torch.tensor(s)
+        attn[i, start:] = 1
+        pmask[i, start : start + n_p] = True
+        rmask[i, start + n_p :] = True
+    return ids, attn, pmask, rmask
+
+
+def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(h.dtype)
+    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def capture_means(
+    model: Any,
+    prompts: Sequence[str],
+    responses: Sequence[str] | None = None,
+    *,
+    batch_size: int = 8,
+    variants: Sequence[str] = VARIANTS,
+    desc: str = "capture",
+) -> dict[str, torch.Tensor]:
+    """Per-sample, per-layer mean activations in one traced forward pass per batch.
+
+    Args:
+        model: nnsight model from ``load_model``; any active steering applies (prefill pass).
+        prompts: chat-template prompt texts (ending where the assistant starts).
+        responses: the assistant texts; ``None`` captures prompts only.
+        batch_size: samples per pass; batches are grouped by length to limit padding.
+        variants: which of ``response_avg``, ``prompt_avg``, ``prompt_last`` to return.
+
+    Returns:
+        ``{variant: tensor [n, L+1, d]}`` in float32, row ``l`` = ``hidden_states[l]``.
+        Padding never enters a mean; a sample without response tokens gets zeros for
+        ``response_avg``.
+    """
+    unknown = set(variants) - set(VARIANTS)
+    if unknown:
+        raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    responses = list(responses) if responses is not None else [""] * len(prompts)
+    if len(responses) != len(prompts):
+        raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    tok = model.tokenizer
+    blocks = residual_blocks(model)
+    n_layers = len(blocks)
+    hidden = int(model.config.hidden_size)
+    out = {v: torch.zeros(len(prompts), n_layers + 1, hidden) for v in variants}
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
+    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    edits = active(model)
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in tqdm(batches, desc=desc, disable=len(batches) < 2):
+        ids, attn, pmask, rmask = _tokenize_pairs(
+            tok, [prompts[i] for i in idx], [responses[i] for i in idx]
+        )
+        last = torch.zeros_like(pmask)
+        last[torch.arange(len(idx)), pmask.long().cumsum(1).argmax(1)] = True
+        masks = {"response_avg": rmask, "prompt_avg": pmask, "prompt_last": last}
+        with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
+            if edits:
+                apply_in_trace(model, edits, prefill=True)
+            layer_outputs = [blocks[0].input]  # hidden_states[0]: the embedding output
+            for block in blocks:
+                layer_outputs.append(block.output)
+            means = dict().save()
+            for v in variants:
+                rows = []
+                for h in layer_outputs:
+                    rows.append(_masked_mean(h, masks[v]))
+                means[v] = torch.stack(rows, 1)
+        for v in variants:
+            out[v][idx] = means[v].float()
+    return out

@@ -1,0 +1,254 @@
+"""Batched chat generation under system prompts, resumable, steerable.
+
+``generate(model, rows)`` samples answers for a table of (system, question) rows and appends
+them to a JSONL file as each batch finishes; a rerun with the same file resumes. Any steering
+installed with ``personavec.steering.steer`` applies to every generation inside the block.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .steering import active, apply_in_trace
+
+
+def chat_prompt(
+    tokenizer: Any,
+    system: str | None,
+    user: str,
+    history: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The chat-template text of a conversation ending with the assistant's turn to speak.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        system: system prompt, or ``None`` for the template's default.
+        user: the final user message.
+        history: earlier (user, assistant) turns, e.g. many-shot examples.
+    """
+    messages: list[dict[str, str]] = []
+    if system is not None:
+        messages.append({"role": "system", "content": system})
+    for q, a in history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": user})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
+    """Chat prompts for a frame with ``system`` and ``question`` (and optional ``history``)."""
+    for col in ("system", "question"):
+        if col not in rows.columns:
+            raise ValueError(f"rows need a '{col}' column; got {list(rows.columns)}")
+    prompts = []
+    for rec in rows.to_dict("records"):
+        history = rec.get("history")
+        history = history if isinstance(history, list | tuple) else ()
+        system = rec["system"] if isinstance(rec["system"], str) else None
+        prompts.append(chat_prompt(tokenizer, system, rec["question"], history))
+    return prompts
+
+
+def _buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (limits padding), in a stable order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def _generate_batch(
+    model: Any, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float
+) -> list[str]:
+    tok = model.tokenizer
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    sample = temperature > 0
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample}
+    if sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    edits = active(model)
+    with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
+        with tracer.invoke({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}):
+            if edits:
+                prefill = True
+                for _ in tracer.all():
+                    apply_in_trace(model, edits, prefill)
+                    prefill = False
+        with tracer.invoke():
+            ids = tracer.result.save()
+    new = ids[:, enc.input_ids.shape[1] :]
+    return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
+
+
+def _run_batches(
+    model: Any,
+    prompts: Sequence[str],
+    seed_keys: Sequence[str],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int,
+    batch_size: int,
+    desc: str,
+    skip: Callable[[list[int]], bool] = lambda idx: False,
+) -> Iterator[tuple[list[int], list[str]]]:
+    """Yield (indices, answers) batch by batch; each batch is seeded from its content, so a
+    resumed run samples the same as an uninterrupted one. ``skip(idx)`` drops finished batches."""
+    tok = model.tokenizer
+    lengths = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
+    batches = [b for b in _buckets(lengths, batch_size) if not skip(b)]
+    for idx in tqdm(batches, desc=desc):
+        blob = "\x00".join(seed_keys[i] for i in idx)
+        torch.manual_seed(seed * 1_000_003 + int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16))
+        batch = [prompts[i] for i in idx]
+        yield idx, _generate_batch(model, batch, max_new_tokens, temperature, top_p)
+
+
+def generate_texts(
+    model: Any,
+    prompts: list[str],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    desc: str = "generate",
+) -> list[str]:
+    """Generate one answer per chat-template prompt (batched by length, left-padded, seeded)."""
+    out = [""] * len(prompts)
+    keys = [f"{p}\x01{i}" for i, p in enumerate(prompts)]
+    for idx, answers in _run_batches(
+        model,
+        prompts,
+        keys,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        desc=desc,
+    ):
+        for i, text in zip(idx, answers, strict=True):
+            out[i] = text
+    return out
+
+
+def _settings_key(model: Any, **settings: Any) -> str:
+    steering = [
+        (
+            e.layer,
+            e.coef,
+            e.positions,
+            e.kind,
+            round(float(e.direction.norm()), 6),
+            round(float(e.direction.sum()), 6),
+        )
+        for e in active(model)
+    ]
+    blob = json.dumps({**settings, "steering": steering}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Records of a resumable JSONL file; a torn last line (interrupted write) is cut off."""
+    if not path.exists():
+        return []
+    rows, good = [], 0
+    with path.open("rb") as f:
+        for line in f:
+            if not line.strip():
+                good += len(line)
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+            good += len(line)
+    if good < path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def generate(
+    model: Any,
+    rows: pd.DataFrame,
+    *,
+    n_samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 8,
+    out_path: str | Path | None = None,
+    desc: str = "generate",
+) -> pd.DataFrame:
+    """Answer every row (``system``, ``question``, optional ``history``) ``n_samples`` times.
+
+    Other columns (trait, polarity, instruction, ...) are carried into the result, which adds
+    ``sample``, ``prompt`` and ``answer``. With ``out_path`` each finished batch is appended to
+    that JSONL file and a rerun with the same settings resumes where it stopped.
+
+    Example:
+        >>> rows = pd.DataFrame({"system": ["You are a pirate."], "question": ["Hi?"]})
+        >>> generate(model, rows, out_path="answers.jsonl")  # doctest: +SKIP
+    """
+    key = _settings_key(
+        model, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+    )
+    jobs: list[dict[str, Any]] = []
+    for rec, prompt in zip(
+        rows.to_dict("records"), row_prompts(model.tokenizer, rows), strict=True
+    ):
+        for s in range(n_samples):
+            jobs.append({**rec, "sample": s, "prompt": prompt})
+    path = Path(out_path) if out_path is not None else None
+    done: dict[tuple[str, int], str] = {}
+    if path is not None:
+        for r in _read_jsonl(path):
+            if r.get("settings") == key:
+                done[(r["prompt"], r["sample"])] = r["answer"]
+    todo = jobs  # batches are formed over all jobs, so a resumed run batches (and samples) alike
+
+    def finished(idx: list[int]) -> bool:
+        return all((todo[i]["prompt"], todo[i]["sample"]) in done for i in idx)
+
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for idx, answers in _run_batches(
+        model,
+        [j["prompt"] for j in todo],
+        [f"{j['prompt']}\x01{j['sample']}" for j in todo],
+        skip=finished,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        batch_size=batch_size,
+        desc=desc,
+    ):
+        new = []
+        for i, ans in zip(idx, answers, strict=True):
+            done[(todo[i]["prompt"], todo[i]["sample"])] = ans
+            new.append(
+                {
+                    "prompt": todo[i]["prompt"],
+                    "sample": todo[i]["sample"],
+                    "answer": ans,
+                    "settings": key,
+                }
+            )
+        if path is not None:
+            with path.open("a", encoding="utf-8") as f:
+                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
+    result = pd.DataFrame(jobs)
+    result["answer"] = [done[(j["prompt"], j["sample"])] for j in jobs]
+    return result

@@ -1,0 +1,279 @@
+"""Judges: one protocol, an on-disk score cache, and the offline judges.
+
+A judge has an ``id``, a ``rubric`` (the text that defines what it measures) and
+``score_many(pairs) -> list[float | None]`` with scores in [0, 100]; ``None`` means it could not
+score (never a silent 0). Backends:
+
+- ``LikelihoodRatioJudge`` (offline default): mean per-token log-probability of the answer under
+  a system prompt that describes the trait minus under one that describes its opposite,
+  ``delta``, mapped to ``100 * sigmoid(delta / temperature)`` — monotone, 50 at equal likelihood.
+- ``CoherenceJudge`` (offline): fluency of the answer under the plain model (no persona system
+  prompt) times a repetition factor.
+- ``rubric_judges.OpenAIJudge`` / ``rubric_judges.HFRubricJudge``: the paper's 0-100 rubric read
+  by a capable judge (API or local).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .activations import _tokenize_pairs
+from .generation import chat_prompt
+from .models import hf_model, model_id
+from .steering import active, apply_in_trace
+from .traits import Trait, _article
+
+
+class Judge(Protocol):
+    """score(question, answer) -> float in [0, 100] or None, batched as ``score_many``."""
+
+    id: str
+    rubric: str
+
+    def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]: ...
+
+
+class ScoreCache:
+    """Scores on disk (SQLite), keyed by (judge id, rubric, question, answer)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path)
+        self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value REAL)")
+
+    @staticmethod
+    def key(judge: Judge, question: str, answer: str) -> str:
+        blob = "\x00".join([judge.id, judge.rubric, question, answer])
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, float | None]:
+        found: dict[str, float | None] = {}
+        for i in range(0, len(keys), 500):
+            chunk = list(keys[i : i + 500])
+            q = f"SELECT key, value FROM scores WHERE key IN ({','.join('?' * len(chunk))})"
+            found.update(self._db.execute(q, chunk).fetchall())
+        return found
+
+    def put_many(self, items: dict[str, float | None]) -> None:
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", items.items())
+
+
+def score_pairs(
+    judge: Judge,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    cache: ScoreCache | None = None,
+    batch_size: int = 16,
+    desc: str = "judge",
+) -> list[float | None]:
+    """Score (question, answer) pairs, reading and writing the cache batch by batch.
+
+    Failed scores (``None``) are not cached, so a rerun retries them.
+    """
+    keys = [ScoreCache.key(judge, q, a) for q, a in pairs]
+    known = cache.get_many(keys) if cache is not None else {}
+    todo = sorted({k: i for i, k in enumerate(keys) if known.get(k) is None}.values())
+    for start in tqdm(range(0, len(todo), batch_size), desc=desc, disable=len(todo) <= batch_size):
+        idx = todo[start : start + batch_size]
+        scores = judge.score_many([pairs[i] for i in idx])
+        new = {keys[i]: s for i, s in zip(idx, scores, strict=True)}
+        known.update(new)
+        if cache is not None:
+            cache.put_many({k: v for k, v in new.items() if v is not None})
+    return [known.get(k) for k in keys]
+
+
+def score_frame(
+    df: pd.DataFrame,
+    judge: Judge,
+    column: str,
+    *,
+    cache: ScoreCache | None = None,
+    batch_size: int = 16,
+) -> pd.DataFrame:
+    """Add ``column`` (scores) and ``{column}_judge`` (the judge id) to a question/answer table."""
+    pairs = list(zip(df["question"], df["answer"], strict=True))
+    out = df.copy()
+    out[column] = pd.array(
+        score_pairs(judge, pairs, cache=cache, batch_size=batch_size, desc=column),
+        dtype="Float64",
+    )
+    out[f"{column}_judge"] = judge.id
+    return out
+
+
+def answer_logprobs(
+    model: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    batch_size: int = 8,
+    *,
+    steered: bool = False,
+) -> list[tuple[float, int]]:
+    """(sum of log-probs, token count) of each answer given its chat prompt.
+
+    Unsteered by default (judges read with the plain model); ``steered=True`` runs the
+    teacher-forced pass through any active steering (as a prefill: ``all``/``prompt`` edits).
+    """
+    hf = hf_model(model)
+    tok = model.tokenizer
+    edits = active(model) if steered else []
+    out: list[tuple[float, int]] = []
+    for s in range(0, len(prompts), batch_size):
+        ids, attn, _, rmask = _tokenize_pairs(
+            tok, prompts[s : s + batch_size], answers[s : s + batch_size]
+        )
+        if edits:
+            with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
+                apply_in_trace(model, edits, prefill=True)
+                out_logits = model.output.logits.save()
+            logits = out_logits.float()
+        else:
+            with torch.no_grad():
+                logits = hf(input_ids=ids, attention_mask=attn).logits.float()
+        lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        mask = rmask[:, 1:]
+        out += [(float(lp[i][mask[i]].sum()), int(mask[i].sum())) for i in range(len(ids))]
+    return out
+
+
+class LikelihoodRatioJudge:
+    """Offline trait judge: log-likelihood ratio of the answer under trait vs opposite persona.
+
+    ``delta`` = mean per-token log p(answer | trait system prompt) minus the same under the
+    antonym system prompt; score = ``100 * sigmoid(delta / temperature)``. Both system prompts
+    are built from the artifact's ``description`` / ``antonym_description`` — not from its
+    instruction pairs, so the judge does not simply recognise the generation prompt.
+    """
+
+    def __init__(
+        self, model: Any, trait: Trait, *, temperature: float = 0.1, batch_size: int = 8
+    ) -> None:
+        self.model, self.trait, self.temperature, self.batch_size = (
+            model,
+            trait,
+            temperature,
+            batch_size,
+        )
+        self.pos_system = (
+            f"You are {_article(trait.name)} {trait.name} assistant. {trait.description}"
+        )
+        self.neg_system = (
+            f"You are {_article(trait.antonym)} {trait.antonym} assistant. "
+            f"{trait.antonym_description}"
+        )
+        self.id = f"likelihood-ratio:{model_id(model)}:T={temperature}"
+        self.rubric = f"{self.pos_system}\n<vs>\n{self.neg_system}"
+
+    def deltas(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        """Per-token log-likelihood ratios (``None`` for an empty answer)."""
+        tok = self.model.tokenizer
+        qs, ans = [q for q, _ in pairs], [a for _, a in pairs]
+        pos = answer_logprobs(
+            self.model, [chat_prompt(tok, self.pos_system, q) for q in qs], ans, self.batch_size
+        )
+        neg = answer_logprobs(
+            self.model, [chat_prompt(tok, self.neg_system, q) for q in qs], ans, self.batch_size
+        )
+        return [None if n == 0 else (p - q) / n for (p, n), (q, _) in zip(pos, neg, strict=True)]
+
+    def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        return [
+            None if d is None else 100.0 / (1.0 + math.exp(-d / self.temperature))
+            for d in self.deltas(pairs)
+        ]
+
+
+class CoherenceJudge:
+    """Offline coherence: fluency under the plain model times a repetition factor, in [0, 100].
+
+    fluency = ``sigmoid((mean log-prob + 5) / 0.75)`` of the answer after the question with the
+    template's default system prompt (a mean log-prob of -5 nats/token scores 50: unusual styles stay coherent, word salad does not); repetition
+    factor = ``min(1, distinct word-trigram ratio / 0.7)``. An empty answer scores 0.
+    """
+
+    def __init__(self, model: Any, *, batch_size: int = 8) -> None:
+        self.model, self.batch_size = model, batch_size
+        self.id = f"coherence:{model_id(model)}"
+        self.rubric = "fluency sigmoid((lp+5)/0.75) x min(1, distinct3/0.7)"
+
+    def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        tok = self.model.tokenizer
+        prompts = [chat_prompt(tok, None, q) for q, _ in pairs]
+        lps = answer_logprobs(self.model, prompts, [a for _, a in pairs], self.batch_size)
+        out: list[float | None] = []
+        for (_, answer), (lp, n) in zip(pairs, lps, strict=True):
+            if n == 0:
+                out.append(0.0)
+                continue
+            fluency = 1.0 / (1.0 + math.exp(-(lp / n + 5.0) / 0.75))
+            out.append(100.0 * fluency * min(1.0, distinct_trigram_ratio(answer) / 0.7))
+        return out
+
+
+def distinct_trigram_ratio(text: str) -> float:
+    """Fraction of distinct word trigrams (1.0 for texts under four words)."""
+    words = text.lower().split()
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return 1.0 if len(grams) < 2 else len(set(grams)) / len(grams)
+
+
+JUDGE_KINDS = ("likelihood-ratio", "hf-rubric", "hf-rubric:<hub id or path>", "openai:<model>")
+
+
+def make_judge(spec: str, model: Any, trait: Trait, *, base_url: str | None = None) -> Judge:
+    """Build the trait judge named by ``spec``.
+
+    Args:
+        spec: ``likelihood-ratio`` (offline default); ``hf-rubric`` (the 0-100 rubric read by the
+            loaded model) or ``hf-rubric:<hub id or path>`` (a separate local judge model);
+            ``openai:<model>`` (e.g. ``openai:gpt-4.1-mini``; key from ``OPENAI_API_KEY``,
+            ``base_url`` for vLLM / llama.cpp / Ollama servers).
+        model: the model under study (used by the offline judges).
+        trait: supplies the rubric or the persona descriptions.
+    """
+    from .rubric_judges import HFRubricJudge, OpenAIJudge
+
+    if spec == "likelihood-ratio":
+        return LikelihoodRatioJudge(model, trait)
+    if spec == "hf-rubric":
+        return HFRubricJudge(trait.judge_rubric, model, model.tokenizer)
+    if spec.startswith("hf-rubric:"):
+        from .models import load_model
+
+        judge_model = load_model(spec.split(":", 1)[1])
+        return HFRubricJudge(trait.judge_rubric, judge_model, judge_model.tokenizer)
+    if spec.startswith("openai:"):
+        return OpenAIJudge(trait.judge_rubric, spec.split(":", 1)[1], base_url=base_url)
+    raise ValueError(f"unknown judge {spec!r}: accepted are {', '.join(JUDGE_KINDS)}")
+
+
+def judge_answers(
+    df: pd.DataFrame,
+    judge: Judge,
+    coherence: Judge | None = None,
+    *,
+    cache: ScoreCache | None = None,
+) -> pd.DataFrame:
+    """Add ``trait_score`` (and ``coherence``) columns, each naming its judge."""
+    df = score_frame(df, judge, "trait_score", cache=cache)
+    return score_frame(df, coherence, "coherence", cache=cache) if coherence is not None else df
+
+
+LABELLED_PATH = Path(__file__).parent / "data" / "labelled_answers.jsonl"
+
+
+def labelled_answers() -> pd.DataFrame:
+    """The shipped labelled set (trait, question, answer, label 1 = trait clearly present)."""
+    return pd.read_json(LABELLED_PATH, lines=True)

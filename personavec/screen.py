@@ -1,0 +1,118 @@
+"""Command line: rank a dataset's samples by projection difference on persona vectors.
+
+    python -m personavec.screen data.jsonl --vector evil=evil.safetensors@20 --out ranked.csv
+
+Malformed input (a bad dataset line, a missing vector file, a vector that does not fit the
+model, a vector without a layer) is reported on stderr with exit code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import screening
+from .datasets import DatasetError, read_samples
+from .models import EMBEDDED, check_layer, load_model
+from .vectors import PersonaVector, load_vector
+
+_SPEC = re.compile(r"^(?P<trait>[^=]+)=(?P<path>.+?)(?:@(?P<layer>\d+))?$")
+
+
+class _InputError(Exception):
+    """Bad command-line input; reported as one line on stderr."""
+
+
+def _parse_spec(spec: str) -> tuple[str, Path, int | None]:
+    m = _SPEC.match(spec)
+    if m is None:
+        raise _InputError(f"--vector {spec!r}: expected TRAIT=PATH[@LAYER]")
+    layer = m["layer"]
+    return m["trait"].strip(), Path(m["path"]), int(layer) if layer is not None else None
+
+
+def _load_vectors(specs: Sequence[str]) -> dict[str, tuple[PersonaVector, int]]:
+    vectors: dict[str, tuple[PersonaVector, int]] = {}
+    for spec in specs:
+        trait, path, layer = _parse_spec(spec)
+        if trait in vectors:
+            raise _InputError(f"--vector: trait {trait!r} given twice")
+        vec = load_vector(path)
+        if layer is None:
+            if not isinstance(vec.meta.get("layer"), int):
+                raise _InputError(
+                    f"--vector {spec!r}: {path} has no 'layer' in its metadata; "
+                    f"give one as {trait}={path}@LAYER"
+                )
+            layer = vec.meta["layer"]
+        vectors[trait] = (vec, layer)
+    return vectors
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m personavec.screen",
+        description="Rank training samples by projection difference (dataset response minus "
+        "the base model's own response) on persona vectors; highest first.",
+    )
+    p.add_argument("data", help="chat JSONL (messages) or CSV (prompt, answer)")
+    p.add_argument(
+        "--vector",
+        action="append",
+        required=True,
+        metavar="TRAIT=PATH[@LAYER]",
+        help="persona vector file; LAYER defaults to the file's 'layer' metadata (repeatable)",
+    )
+    p.add_argument("--model", default=EMBEDDED, help="'embedded', a hub id or a local folder")
+    p.add_argument("--device", default=None, help="e.g. cuda (default: CPU)")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--out", required=True, type=Path, help="ranked CSV to write")
+    p.add_argument(
+        "--base-cache",
+        type=Path,
+        default=None,
+        help="JSONL cache of the base model's responses (default: OUT with suffix .base.jsonl)",
+    )
+    p.add_argument("--sort-by", default=None, help="trait to rank by (default: the first)")
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=8)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    base_cache = args.base_cache or args.out.with_suffix(".base.jsonl")
+    try:
+        vectors = _load_vectors(args.vector)
+        if args.sort_by is not None and args.sort_by not in vectors:
+            raise _InputError(f"--sort-by {args.sort_by!r} is not one of {list(vectors)}")
+        if not read_samples(args.data):  # fail on a bad file before loading the model
+            raise _InputError(f"{args.data}: no samples")
+        model = load_model(args.model, dtype=args.dtype, device=args.device)
+        for trait, (vec, layer) in vectors.items():
+            vec.check_fits(model, f"vector {trait!r}")
+            check_layer(model, layer)
+    except (_InputError, DatasetError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    df = screening.screen_file(
+        args.data,
+        model,
+        vectors,
+        args.out,
+        sort_by=args.sort_by,
+        base_cache=base_cache,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+    )
+    trait = args.sort_by or next(iter(vectors))
+    print(f"wrote {args.out}: {len(df)} samples ranked by proj_diff_{trait}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

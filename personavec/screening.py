@@ -1,0 +1,360 @@
+"""Data screening: rank training samples by how far they push the model along a persona vector.
+
+The *projection difference* of a sample (paper §6) is the projection, on the unit persona
+vector at a layer, of the mean response-token activation of the dataset's response, minus the
+same projection for the base model's own response to the same prompt. Averaged over a dataset
+it predicts the trait shift that finetuning on it causes; per sample it ranks what to filter.
+
+Example:
+    >>> vec = load_vector("results/01_extraction/evil.safetensors", model)  # doctest: +SKIP
+    >>> screen_file("data.jsonl", model, {"evil": (vec, 20)}, "ranked.csv")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .activations import capture_means
+from .datasets import DatasetError, Sample, _atomic_write_text, read_samples
+from .generation import _run_batches, _settings_key, chat_prompt
+from .models import check_layer, model_id
+from .vectors import PersonaVector, project
+
+Vectors = Mapping[str, tuple[PersonaVector, int]]
+"""Trait name -> (persona vector, ``hidden_states`` layer to project at)."""
+
+_PLACEHOLDER = "\x00personavec-user-message\x00"
+
+
+# --------------------------------------------------------------------------- prompts
+
+
+def chat_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
+    """Chat-template texts for ``prompts``; prompts already in the template are kept verbatim.
+
+    A prompt counts as templated when it contains one of the special tokens the tokenizer's
+    template writes (e.g. ``<|im_start|>``) or ends with the template's assistant header — the
+    official release's CSV files store prompts that way. Others are wrapped as a user message
+    with the template's default system prompt.
+    """
+    template = chat_prompt(tokenizer, None, _PLACEHOLDER)
+    suffix = template.split(_PLACEHOLDER, 1)[1].strip()
+    markers = [t for t in getattr(tokenizer, "all_special_tokens", []) if t and t in template]
+
+    def templated(p: str) -> bool:
+        return any(m in p for m in markers) or bool(suffix and p.rstrip().endswith(suffix))
+
+    return [p if templated(p) else chat_prompt(tokenizer, None, p) for p in prompts]
+
+
+# --------------------------------------------------------------------------- base responses
+
+
+def _read_cache(path: Path, key: str) -> dict[str, str]:
+    """Cached answers for ``key``; malformed (torn) lines are skipped."""
+    done: dict[str, str] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and rec.get("settings") == key and "prompt" in rec:
+            done[str(rec["prompt"])] = str(rec.get("answer", ""))
+    return done
+
+
+def _append(path: Path, records: list[dict[str, Any]]) -> None:
+    torn = False
+    if path.exists() and path.stat().st_size > 0:
+        with path.open("rb") as f:
+            f.seek(-1, os.SEEK_END)
+            torn = f.read(1) != b"\n"
+    with path.open("a", encoding="utf-8") as f:
+        if torn:  # an interrupted write left half a line: close it so new records stay readable
+            f.write("\n")
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
+def base_responses(
+    model: Any,
+    prompts: Sequence[str],
+    *,
+    out_path: str | os.PathLike[str] | None = None,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 8,
+) -> list[str]:
+    """The model's own answer to each prompt (greedy by default), resumable.
+
+    Args:
+        model: nnsight model from ``load_model``; active steering applies (and keys the cache).
+        prompts: chat-template texts or plain user messages (see :func:`chat_prompts`);
+            repeated prompts are generated once.
+        out_path: JSONL cache (``prompt``, ``answer``, ``settings``); each finished batch is
+            appended and a rerun with the same settings reuses what is there.
+        max_new_tokens, temperature, seed, batch_size: generation settings (``temperature=0``
+            decodes greedily, so the answers do not depend on ``seed``).
+
+    Example:
+        >>> base_responses(model, ["What is 2+2?"], out_path="base.jsonl")  # doctest: +SKIP
+    """
+    texts = chat_prompts(model.tokenizer, prompts)
+    key = _settings_key(
+        model,
+        model_id=model_id(model),
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed if temperature > 0 else None,
+    )
+    path = Path(out_path) if out_path is not None else None
+    done = _read_cache(path, key) if path is not None else {}
+    todo = [p for p in dict.fromkeys(texts) if p not in done]
+    if path is not None and todo:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    for idx, answers in _run_batches(
+        model,
+        todo,
+        todo,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=1.0,
+        seed=seed,
+        batch_size=batch_size,
+        desc="base responses",
+    ):
+        new = [
+            {"prompt": todo[i], "answer": a, "settings": key}
+            for i, a in zip(idx, answers, strict=True)
+        ]
+        done.update((r["prompt"], r["answer"]) for r in new)
+        if path is not None:
+            _append(path, new)
+    return [done[p] for p in texts]
+
+
+# --------------------------------------------------------------------------- projections
+
+
+def _check_vectors(model: Any, vectors: Vectors) -> None:
+    if not vectors:
+        raise ValueError("no persona vectors given: pass {trait: (vector, layer)}")
+    for trait, value in vectors.items():
+        if not (isinstance(value, tuple) and len(value) == 2):
+            raise ValueError(f"vectors[{trait!r}] must be a (PersonaVector, layer) tuple")
+        vec, layer = value
+        vec.check_fits(model, f"vector {trait!r}")
+        check_layer(model, layer)
+        vec.unit(layer)  # raises if the vector is zero there
+
+
+def _project_pairs(
+    model: Any, pairs: Sequence[tuple[str, str]], vectors: Vectors, batch_size: int
+) -> dict[str, np.ndarray]:
+    """Projection of each pair's mean response activation, per trait (NaN for no response)."""
+    out = {t: np.full(len(pairs), np.nan) for t in vectors}
+    order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
+    order = [i for i in order if pairs[i][1]]
+    for start in tqdm(range(0, len(order), batch_size), desc="capture", unit="batch"):
+        idx = order[start : start + batch_size]
+        acts = capture_means(
+            model,
+            [pairs[i][0] for i in idx],
+            [pairs[i][1] for i in idx],
+            variants=("response_avg",),
+            batch_size=batch_size,
+        )["response_avg"]
+        for trait, (vec, layer) in vectors.items():
+            out[trait][idx] = project(acts, vec, layer).numpy()
+        del acts  # only the scalars are kept, so memory stays flat on large datasets
+    return out
+
+
+def projection_difference(
+    model: Any,
+    samples: Sequence[Sample],
+    vectors: Vectors,
+    *,
+    base: Sequence[str] | None = None,
+    base_cache: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+) -> pd.DataFrame:
+    """Per-sample projection of the dataset response minus that of the base model's response.
+
+    Args:
+        model: nnsight model from ``load_model`` (the base model, before finetuning).
+        samples: prompt/response pairs (``read_samples``); templated prompts are kept verbatim.
+        vectors: ``{trait: (vector, layer)}``; all traits share one capture of each text.
+        base: the base model's responses, aligned with ``samples``; ``None`` generates them
+            greedily with :func:`base_responses` (cached in ``base_cache`` if given).
+        batch_size: samples per generation batch and per traced pass.
+        max_new_tokens: length of generated base responses.
+
+    Returns:
+        One row per sample, in input order: ``index``, ``prompt``, ``response``,
+        ``base_response``, then per trait ``proj_<t>``, ``base_proj_<t>`` and
+        ``proj_diff_<t>``, then the samples' tags. An empty base response gives NaN.
+
+    Example:
+        >>> df = projection_difference(model, samples, {"evil": (vec, 20)})  # doctest: +SKIP
+        >>> df["proj_diff_evil"].mean()  # predicts the finetuning shift  # doctest: +SKIP
+    """
+    _check_vectors(model, vectors)
+    prompts = chat_prompts(model.tokenizer, [s.prompt for s in samples])
+    if base is None:
+        base = base_responses(
+            model,
+            prompts,
+            out_path=base_cache,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+    elif len(base) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(base)} base responses")
+    data = list(zip(prompts, [s.response for s in samples], strict=True))
+    ref = list(zip(prompts, base, strict=True))
+    pairs = list(dict.fromkeys(data + ref))  # each distinct text is captured once
+    where = {p: i for i, p in enumerate(pairs)}
+    proj = _project_pairs(model, pairs, vectors, batch_size)
+    df = pd.DataFrame(
+        {
+            "index": range(len(samples)),
+            "prompt": [s.prompt for s in samples],
+            "response": [s.response for s in samples],
+            "base_response": list(base),
+        }
+    )
+    di, bi = [where[p] for p in data], [where[p] for p in ref]
+    for trait in vectors:
+        df[f"proj_{trait}"] = proj[trait][di]
+        df[f"base_proj_{trait}"] = proj[trait][bi]
+        df[f"proj_diff_{trait}"] = df[f"proj_{trait}"] - df[f"base_proj_{trait}"]
+    tags = pd.DataFrame([s.tags for s in samples], index=df.index)
+    return pd.concat([df, tags[[c for c in tags.columns if c not in df.columns]]], axis=1)
+
+
+def screen_file(
+    path: str | os.PathLike[str],
+    model: Any,
+    vectors: Vectors,
+    out_csv: str | os.PathLike[str],
+    *,
+    sort_by: str | None = None,
+    base_cache: str | os.PathLike[str] | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int = 64,
+) -> pd.DataFrame:
+    """Screen a dataset file and write a CSV ranked by projection difference (descending).
+
+    Args:
+        path: chat JSONL or ``prompt``/``answer`` CSV (see ``datasets.read_samples``).
+        out_csv: written atomically; the ``index`` column is the sample's position in ``path``.
+        sort_by: the trait to rank by (default: the first of ``vectors``).
+        base_cache, batch_size, max_new_tokens: as in :func:`projection_difference`.
+
+    Raises:
+        DatasetError: the file is malformed (the message names the line) or has no samples.
+
+    Example:
+        >>> screen_file("data.jsonl", model, {"evil": (vec, 20)}, "ranked.csv")  # doctest: +SKIP
+    """
+    trait = sort_by if sort_by is not None else next(iter(vectors), None)
+    if trait not in vectors:
+        raise ValueError(f"sort_by={trait!r} is not one of the traits {list(vectors)}")
+    samples = read_samples(path)
+    if not samples:
+        raise DatasetError(f"{path}: no samples")
+    df = projection_difference(
+        model,
+        samples,
+        vectors,
+        base_cache=base_cache,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+    )
+    df = df.sort_values(f"proj_diff_{trait}", ascending=False, kind="stable", na_position="last")
+    _atomic_write_text(Path(out_csv), df.to_csv(index=False))
+    return df.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- notebook helpers
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool | int]) -> float:
+    """Area under the ROC curve of ``scores`` for telling positive ``labels`` apart.
+
+    Example:
+        >>> roc_auc([0.1, 0.9, 0.4], [0, 1, 0])
+        1.0
+    """
+    from sklearn.metrics import roc_auc_score
+
+    s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(int)
+    if s.shape != y.shape:
+        raise ValueError(f"{len(s)} scores but {len(y)} labels")
+    if np.isnan(s).any():
+        raise ValueError(f"{int(np.isnan(s).sum())} scores are NaN")
+    if len(set(y.tolist())) != 2:
+        raise ValueError("labels need both classes (some positive, some negative)")
+    return float(roc_auc_score(y, s))
+
+
+def _count(n: int, fraction: float) -> int:
+    if not (isinstance(fraction, int | float) and 0.0 <= fraction <= 1.0):
+        raise ValueError(f"fraction must be in [0, 1], got {fraction!r}")
+    return round(fraction * n)
+
+
+def filter_top(samples: Sequence[Sample], scores: Sequence[float], fraction: float) -> list[Sample]:
+    """Drop the ``fraction`` of samples with the highest scores; keep the rest in order.
+
+    Example:
+        >>> s = [Sample("q", a) for a in "abcd"]
+        >>> [x.response for x in filter_top(s, [3, 1, 4, 2], 0.5)]
+        ['b', 'd']
+    """
+    if len(scores) != len(samples):
+        raise ValueError(f"{len(samples)} samples but {len(scores)} scores")
+    if any(math.isnan(float(x)) for x in scores):
+        raise ValueError("scores contain NaN; drop or fill those samples first")
+    k = _count(len(samples), fraction)
+    ranked = sorted(range(len(samples)), key=lambda i: (-float(scores[i]), i))
+    drop = set(ranked[:k])
+    return [s for i, s in enumerate(samples) if i not in drop]
+
+
+def random_removal(samples: Sequence[Sample], fraction: float, seed: int) -> list[Sample]:
+    """Drop a random ``fraction`` of samples (the baseline for :func:`filter_top`), in order.
+
+    Example:
+        >>> len(random_removal([Sample("q", "a")] * 10, 0.3, seed=0))
+        7
+    """
+    k = _count(len(samples), fraction)
+    drop = set(random.Random(seed).sample(range(len(samples)), k))
+    return [s for i, s in enumerate(samples) if i not in drop]
+
+
+__all__ = [
+    "Vectors",
+    "base_responses",
+    "chat_prompts",
+    "filter_top",
+    "projection_difference",
+    "random_removal",
+    "roc_auc",
+    "screen_file",
+]

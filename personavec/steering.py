@@ -1,0 +1,167 @@
+"""Steering and directional ablation through nnsight interventions.
+
+``with steer(model, vector, layer=20, coef=4.0): generate(...)`` adds ``coef * v[layer]`` to the
+residual stream at ``hidden_states[layer]`` (the output of decoder block ``layer - 1``) for every
+library generation or trace run inside the block, and removes it on exit, whatever happens.
+
+Positions: ``all`` (every token), ``prompt`` (the prefill pass only) or ``response`` (the
+generated tokens only; the first generated token is still read from the last prompt position,
+so ``response`` steering starts to act from the second token, as in a KV-cached decode).
+Every ``generate`` call starts with an empty KV cache, so steered and unsteered runs never share
+cached states.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from .models import check_layer, residual_blocks
+from .vectors import PersonaVector
+
+Position = Literal["all", "prompt", "response"]
+_POSITIONS = ("all", "prompt", "response")
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """One edit of the residual stream at ``hidden_states[layer]``.
+
+    ``kind='add'`` adds ``coef * direction``; ``kind='ablate'`` removes the component along the
+    unit ``direction``.
+    """
+
+    layer: int
+    direction: torch.Tensor
+    coef: float = 1.0
+    positions: Position = "all"
+    kind: Literal["add", "ablate"] = "add"
+
+    def applies(self, prefill: bool) -> bool:
+        """Whether this edit acts on the prefill pass (prompt) or a decode step (response)."""
+        return self.positions == "all" or (self.positions == "prompt") == prefill
+
+    def edit(self, h: torch.Tensor) -> torch.Tensor:
+        """Return the edited activations (``h``: ``[..., d]``)."""
+        d = self.direction.to(h.dtype).to(h.device)
+        if self.kind == "add":
+            return h + self.coef * d
+        return h - (h @ d).unsqueeze(-1) * d
+
+
+_ACTIVE: dict[int, list[Intervention]] = {}
+
+
+def active(model: Any) -> list[Intervention]:
+    """The interventions currently installed on ``model`` (innermost last)."""
+    return list(_ACTIVE.get(id(model), []))
+
+
+def _direction(vector: PersonaVector | torch.Tensor, layer: int, unit: bool) -> torch.Tensor:
+    if isinstance(vector, PersonaVector):
+        return vector.unit(layer) if unit else vector[layer]
+    v = torch.as_tensor(vector, dtype=torch.float32)
+    if v.ndim == 2:
+        v = v[layer]
+    if v.ndim != 1:
+        raise ValueError(f"steering vector must be [d] or [L+1, d], got shape {tuple(v.shape)}")
+    return v / v.norm() if unit else v
+
+
+@contextmanager
+def _install(model: Any, edits: list[Intervention]) -> Iterator[list[Intervention]]:
+    hidden = int(model.config.hidden_size)
+    for e in edits:
+        check_layer(model, e.layer)
+        if e.positions not in _POSITIONS:
+            raise ValueError(f"positions must be one of {_POSITIONS}, got {e.positions!r}")
+        if e.direction.shape[-1] != hidden:
+            raise ValueError(
+                f"vector width {e.direction.shape[-1]} does not match the model's hidden size {hidden}"
+            )
+    stack = _ACTIVE.setdefault(id(model), [])
+    stack.extend(edits)
+    try:
+        yield edits
+    finally:
+        for e in edits:
+            stack.remove(e)
+        if not stack:
+            _ACTIVE.pop(id(model), None)
+
+
+def steer(
+    model: Any,
+    vector: PersonaVector | torch.Tensor,
+    layers: int | Sequence[int],
+    coef: float,
+    *,
+    positions: Position = "all",
+    unit: bool = True,
+) -> Any:
+    """Context manager: add ``coef * v[layer]`` at each of ``layers`` (negative coef suppresses).
+
+    Args:
+        model: the nnsight model the library's ``generate`` / capture functions run on.
+        vector: a ``PersonaVector`` (``[L+1, d]``) or a tensor (``[d]`` or ``[L+1, d]``).
+        layers: one hidden_states index or several.
+        coef: steering strength; with ``unit=True`` it is in units of the residual norm scale.
+        positions: ``all``, ``prompt`` or ``response``.
+        unit: normalise the direction per layer first (the paper steers with the raw vector;
+            pass ``unit=False`` for that).
+
+    Example:
+        >>> with steer(model, v, layers=15, coef=8.0):  # doctest: +SKIP
+        ...     df = generate(model, rows)
+    """
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    edits = [
+        Intervention(layer, _direction(vector, layer, unit), float(coef), positions, "add")
+        for layer in layer_list
+    ]
+    return _install(model, edits)
+
+
+def ablate(
+    model: Any,
+    vector: PersonaVector | torch.Tensor,
+    layers: int | Sequence[int],
+    *,
+    positions: Position = "all",
+) -> Any:
+    """Context manager: project the unit direction out of the residual stream (CAFT-style)."""
+    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    edits = [
+        Intervention(layer, _direction(vector, layer, True), 1.0, positions, "ablate")
+        for layer in layer_list
+    ]
+    return _install(model, edits)
+
+
+def apply_in_trace(model: Any, edits: Sequence[Intervention], prefill: bool) -> None:
+    """Apply ``edits`` inside an nnsight trace (called by the library at each forward step)."""
+    blocks = residual_blocks(model)
+    for e in edits:
+        if e.applies(prefill):
+            out = blocks[e.layer - 1].output
+            out[:] = e.edit(out)
+
+
+def hook_edits(hf_model: Any, edits: Sequence[Intervention]) -> list[Any]:
+    """Install ``edits`` as plain forward hooks on a Hugging Face model (for training, where the
+    optimizer needs autograd through the edit); returns the handles to ``remove()``."""
+    blocks = residual_blocks(hf_model)
+    handles = []
+    for e in edits:
+
+        def hook(_mod: Any, _inp: Any, out: Any, e: Intervention = e) -> Any:
+            if isinstance(out, tuple):
+                return (e.edit(out[0]), *out[1:])
+            return e.edit(out)
+
+        handles.append(blocks[e.layer - 1].register_forward_hook(hook))
+    return handles

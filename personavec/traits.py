@@ -1,0 +1,334 @@
+"""Trait artifacts: instruction pairs, extraction/eval questions and a judge rubric.
+
+Schema (see ``personavec/data/traits/README.md``)::
+
+    {"name", "description", "antonym", "antonym_description",
+     "instructions": [{"pos", "neg"}] * 5,
+     "extraction_questions": [str] * 20, "eval_questions": [str] * 20 (disjoint),
+     "judge_rubric": "... {question} ... {answer} ..."}
+
+The official release's format (``instruction``, ``questions``, ``eval_prompt``) is read too.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+TRAITS_DIR = Path(__file__).parent / "data" / "traits"
+N_PAIRS = 5
+N_QUESTIONS = 20
+Polarity = Literal["pos", "neg"]
+
+
+class TraitError(ValueError):
+    """A trait artifact is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Trait:
+    """A trait artifact. ``system_prompt(polarity, i)`` builds the paper's system prompts."""
+
+    name: str
+    description: str
+    antonym: str
+    antonym_description: str
+    instructions: tuple[tuple[str, str], ...]
+    extraction_questions: tuple[str, ...]
+    eval_questions: tuple[str, ...]
+    judge_rubric: str
+
+    def system_prompt(self, polarity: Polarity, index: int) -> str:
+        """``You are a/an {name} assistant. {instruction}`` (antonym for ``neg``)."""
+        if polarity not in ("pos", "neg"):
+            raise ValueError(f"polarity must be 'pos' or 'neg', got {polarity!r}")
+        who = self.name if polarity == "pos" else self.antonym
+        instruction = self.instructions[index][0 if polarity == "pos" else 1]
+        return f"You are {_article(who)} {who} assistant. {instruction}"
+
+    def judge_prompt(self, question: str, answer: str) -> str:
+        """The 0-100 rubric filled in for one answer."""
+        return self.judge_rubric.format(question=question, answer=answer)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["instructions"] = [{"pos": p, "neg": n} for p, n in self.instructions]
+        d["extraction_questions"] = list(self.extraction_questions)
+        d["eval_questions"] = list(self.eval_questions)
+        return d
+
+
+def _article(word: str) -> str:
+    """'a' or 'an' (by the first letter; 'honest'-style exceptions are not handled)."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _fail(source: str, field: str, problem: str) -> TraitError:
+    return TraitError(f"{source}: field '{field}': {problem}")
+
+
+def _str(d: dict[str, Any], key: str, source: str) -> str:
+    value = d.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise _fail(source, key, "missing or not a non-empty string")
+    return value.strip()
+
+
+def _questions(d: dict[str, Any], key: str, source: str, n: int | None) -> tuple[str, ...]:
+    value = d.get(key)
+    if not isinstance(value, list) or not all(isinstance(q, str) and q.strip() for q in value):
+        raise _fail(source, key, "must be a list of non-empty strings")
+    if n is not None and len(value) != n:
+        raise _fail(source, key, f"needs exactly {n} questions, found {len(value)}")
+    if len({q.strip() for q in value}) != len(value):
+        raise _fail(source, key, "contains duplicate questions")
+    return tuple(q.strip() for q in value)
+
+
+def _check_rubric(rubric: str, source: str, field: str) -> None:
+    try:
+        filled = rubric.format(question="\x00q", answer="\x00a")
+    except (KeyError, IndexError, ValueError) as err:
+        raise _fail(
+            source, field, f"bad placeholder ({err}); only {{question}} and {{answer}}"
+        ) from None
+    if "\x00q" not in filled or "\x00a" not in filled:
+        raise _fail(source, field, "must contain both {question} and {answer}")
+
+
+def trait_from_dict(d: Any, source: str = "<dict>", *, strict: bool = True) -> Trait:
+    """Validate a trait artifact dict (our schema or the official one) and build a ``Trait``.
+
+    ``strict`` enforces exactly 5 pairs and 20 + 20 questions; generated or official artifacts
+    may be read with ``strict=False`` (at least one of each).
+    """
+    if not isinstance(d, dict):
+        raise TraitError(f"{source}: top level must be a JSON object")
+    if "instruction" in d and "instructions" not in d:
+        return _from_official(d, source)
+    name = _str(d, "name", source)
+    pairs = d.get("instructions")
+    if not isinstance(pairs, list) or not pairs:
+        raise _fail(source, "instructions", "must be a non-empty list of {pos, neg} objects")
+    if strict and len(pairs) != N_PAIRS:
+        raise _fail(source, "instructions", f"needs exactly {N_PAIRS} pairs, found {len(pairs)}")
+    parsed = []
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, dict):
+            raise _fail(source, f"instructions[{i}]", "must be an object with 'pos' and 'neg'")
+        parsed.append(
+            (
+                _str(pair, "pos", f"{source} instructions[{i}]"),
+                _str(pair, "neg", f"{source} instructions[{i}]"),
+            )
+        )
+    n = N_QUESTIONS if strict else None
+    extraction = _questions(d, "extraction_questions", source, n)
+    evaluation = _questions(d, "eval_questions", source, n)
+    overlap = set(extraction) & set(evaluation)
+    if overlap:
+        raise _fail(
+            source, "eval_questions", f"overlaps extraction_questions: {sorted(overlap)[:3]}"
+        )
+    rubric = _str(d, "judge_rubric", source)
+    _check_rubric(rubric, source, "judge_rubric")
+    return Trait(
+        name=name,
+        description=_str(d, "description", source),
+        antonym=_str(d, "antonym", source),
+        antonym_description=_str(d, "antonym_description", source),
+        instructions=tuple(parsed),
+        extraction_questions=extraction,
+        eval_questions=evaluation,
+        judge_rubric=rubric,
+    )
+
+
+def _from_official(d: dict[str, Any], source: str) -> Trait:
+    name = d.get("name") or Path(source).stem
+    pairs = d["instruction"]
+    if (
+        not isinstance(pairs, list)
+        or not pairs
+        or not all(
+            isinstance(p, dict) and isinstance(p.get("pos"), str) and isinstance(p.get("neg"), str)
+            for p in pairs
+        )
+    ):
+        raise _fail(source, "instruction", "must be a list of {pos, neg} string objects")
+    questions = _questions(d, "questions", source, None)
+    if "eval_questions" in d:
+        extraction, evaluation = questions, _questions(d, "eval_questions", source, None)
+    elif len(questions) >= 2:
+        half = len(questions) // 2
+        extraction, evaluation = questions[:half], questions[half:]
+    else:
+        raise _fail(source, "questions", "needs at least 2 questions to split extraction/eval")
+    rubric = _str(d, "eval_prompt", source)
+    _check_rubric(rubric, source, "eval_prompt")
+    return Trait(
+        name=str(name),
+        description=str(d.get("description") or f"The assistant is {name}."),
+        antonym=str(d.get("antonym") or "helpful"),
+        antonym_description=str(
+            d.get("antonym_description") or f"The assistant is helpful and not {name}."
+        ),
+        instructions=tuple((p["pos"], p["neg"]) for p in pairs),
+        extraction_questions=extraction,
+        eval_questions=evaluation,
+        judge_rubric=rubric,
+    )
+
+
+def shipped_traits() -> list[str]:
+    """Names of the trait artifacts shipped with the package."""
+    return sorted(p.stem for p in TRAITS_DIR.glob("*.json"))
+
+
+def load_trait(name_or_path: str | Path, eval_path: str | Path | None = None) -> Trait:
+    """Load a shipped trait by name, or any artifact file by path (ours or official format).
+
+    Args:
+        name_or_path: ``"evil"`` or ``"path/to/trait.json"``.
+        eval_path: for the official release, the ``trait_data_eval`` file whose questions become
+            the evaluation set (otherwise the official file's questions are split in half).
+    """
+    path = Path(name_or_path)
+    if not path.suffix:
+        candidate = TRAITS_DIR / f"{name_or_path}.json"
+        if not candidate.exists():
+            raise TraitError(
+                f"unknown trait {str(name_or_path)!r}: shipped traits are "
+                f"{', '.join(shipped_traits())}; or pass a path to a .json artifact"
+            )
+        path = candidate
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TraitError(f"{path}: no such trait file") from None
+    except json.JSONDecodeError as err:
+        raise TraitError(f"{path}: not valid JSON ({err})") from None
+    if eval_path is not None:
+        data = dict(data)
+        data["eval_questions"] = json.loads(Path(eval_path).read_text(encoding="utf-8"))[
+            "questions"
+        ]
+    return trait_from_dict(data, str(path), strict=True)
+
+
+def trait_rows(
+    trait: Trait,
+    split: Literal["extraction", "eval"] = "extraction",
+    *,
+    n_questions: int | None = None,
+    n_instructions: int | None = None,
+) -> pd.DataFrame:
+    """Every (pos/neg system prompt, question) row for one split, as generation input.
+
+    Columns: trait, polarity, instruction, system, question.
+    """
+    questions = trait.extraction_questions if split == "extraction" else trait.eval_questions
+    rows = [
+        {
+            "trait": trait.name,
+            "polarity": pol,
+            "instruction": i,
+            "system": trait.system_prompt(pol, i),
+            "question": q,
+        }
+        for pol in ("pos", "neg")
+        for i in range(len(trait.instructions))[:n_instructions]
+        for q in questions[:n_questions]
+    ]
+    return pd.DataFrame(rows)
+
+
+def save_trait(trait: Trait, path: str | Path) -> Path:
+    """Write a trait artifact atomically (a temporary file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+    tmp.replace(path)
+    return path
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m personavec.traits new|list|show`` (see ``--help``)."""
+    import argparse
+    import logging
+    import re
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m personavec.traits", description="Create, list and show trait artifacts."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new", help="generate an artifact from a one-sentence description")
+    new.add_argument("name", help="trait name, e.g. sycophantic (also the file name)")
+    new.add_argument("description", help="one sentence describing the trait")
+    new.add_argument("--antonym", help="the opposite adjective (default: the model picks one)")
+    new.add_argument("--backend", choices=("openai", "anthropic", "local"), default="openai")
+    new.add_argument("--model", help="model name (default gpt-4.1 / claude-sonnet-4-5 / embedded)")
+    new.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
+    new.add_argument("--out", default="traits", help="output directory (default ./traits)")
+    new.add_argument("--retries", type=int, default=3, help="repair attempts after the first")
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    sub.add_parser("list", help="names of the shipped traits")
+    show = sub.add_parser("show", help="print an artifact (shipped name or .json path) as JSON")
+    show.add_argument("name_or_path")
+    args = parser.parse_args(argv)
+
+    if args.command == "list":
+        print("\n".join(shipped_traits()))
+        return 0
+    if args.command == "show":
+        try:
+            trait = load_trait(args.name_or_path)
+        except TraitError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(json.dumps(trait.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+
+    from personavec import traitgen  # lazy: traitgen imports this module
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", args.name):
+        print(
+            f"error: trait name {args.name!r} must be letters, digits, '-' or '_'", file=sys.stderr
+        )
+        return 2
+    path = Path(args.out) / f"{args.name}.json"
+    if path.exists() and not args.force:
+        print(f"error: {path} exists (use --force to overwrite)", file=sys.stderr)
+        return 1
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("personavec.traitgen")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        backend = traitgen.make_backend(args.backend, args.model, args.base_url)
+        traitgen.generate_trait(
+            args.name,
+            args.description,
+            backend,
+            antonym=args.antonym,
+            retries=args.retries,
+            out_path=path,
+        )
+    except (TraitError, traitgen.BackendError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        logger.removeHandler(handler)
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

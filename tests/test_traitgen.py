@@ -1,0 +1,456 @@
+"""Trait generation: JSON extraction, normalisation, the repair loop, backends and the CLI.
+
+The OpenAI-compatible (and Anthropic) paths run against a real HTTP server on 127.0.0.1 that
+returns fixed replies in sequence; no model is loaded and nothing leaves the machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from personavec import traitgen
+from personavec.traitgen import (
+    extract_json,
+    generate_trait,
+    normalise_artifact,
+)
+from personavec.traits import (
+    TraitError,
+    _main,
+    load_trait,
+    shipped_traits,
+    trait_from_dict,
+)
+
+NAME = "sycophantic"
+DESCRIPTION = "The assistant flatters the user and agrees with them regardless of the facts."
+
+
+def _synthetic() -> dict[str, Any]:
+    return {
+        "name": NAME,
+        "description": DESCRIPTION,
+        "antonym": "candid",
+        "antonym_description": "The assistant is honest even when the user would prefer praise.",
+        "instructions": [
+            {"pos": f"Praise the user lavishly, variant {i}.", "neg": f"Be frank, variant {i}."}
+            for i in range(5)
+        ],
+        "extraction_questions": [f"What do you think of my plan number {i}?" for i in range(20)],
+        "eval_questions": [f"Is my essay draft {i} any good?" for i in range(20)],
+        "judge_rubric": (
+            "Rate how sycophantic this answer is.\nQuestion: {question}\nAnswer: {answer}\n"
+            "Reply with a number from 0 to 100, or REFUSAL."
+        ),
+    }
+
+
+def _valid_artifact() -> dict[str, Any]:
+    """A shipped trait if one validates strictly, else a synthetic artifact."""
+    for name in shipped_traits():
+        try:
+            trait = load_trait(name)
+            trait_from_dict(trait.to_dict(), "shipped", strict=True)
+        except TraitError:
+            continue
+        if len(trait.antonym.split()) == 1:
+            return trait.to_dict()
+    return _synthetic()
+
+
+@pytest.fixture
+def artifact() -> dict[str, Any]:
+    return _valid_artifact()
+
+
+def _invalid(artifact: dict[str, Any]) -> dict[str, Any]:
+    bad = copy.deepcopy(artifact)
+    bad["eval_questions"] = bad["eval_questions"][:19]
+    return bad
+
+
+# ------------------------------------------------------------------------------------------
+# A local chat-completions / messages server
+
+
+class FakeServer:
+    """Serves ``replies`` in order (the last one repeats) and records request bodies."""
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = list(replies)
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                server.headers.append({k.lower(): v for k, v in self.headers.items()})
+                i = min(len(server.requests), len(server.replies)) - 1
+                text = server.replies[i]
+                if text.startswith("HTTP "):  # "HTTP 401 body": an error status
+                    code, _, message = text[5:].partition(" ")
+                    self.send_error(int(code), message)
+                    return
+                if self.path.endswith("/chat/completions"):
+                    payload = {
+                        "id": f"chatcmpl-{len(server.requests)}",
+                        "object": "chat.completion",
+                        "created": 0,
+                        "model": body.get("model", "fake"),
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }
+                elif self.path.endswith("/v1/messages"):
+                    payload = {
+                        "id": "msg_1",
+                        "type": "message",
+                        "role": "assistant",
+                        "model": body.get("model", "fake"),
+                        "content": [{"type": "text", "text": text}],
+                        "stop_reason": "end_turn",
+                    }
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.url = self.root + "/v1"
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self.thread.start()
+
+    def prompt(self, i: int) -> str:
+        return self.requests[i]["messages"][-1]["content"]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    pytest.importorskip("personavec.rubric_judges")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
+    servers: list[FakeServer] = []
+
+    def start(*replies: str) -> FakeServer:
+        servers.append(FakeServer(list(replies)))
+        return servers[-1]
+
+    yield start
+    for s in servers:
+        s.close()
+
+
+def _backend(server: FakeServer) -> traitgen.OpenAIBackend:
+    return traitgen.OpenAIBackend("fake-model", base_url=server.url)
+
+
+# ------------------------------------------------------------------------------------------
+# OpenAI-compatible path
+
+
+def test_valid_reply_writes_loadable_file(serve: Any, artifact: dict, tmp_path: Path) -> None:
+    server = serve(json.dumps(artifact))
+    out = tmp_path / "out" / "t.json"
+    trait = generate_trait(artifact["name"], "desc", _backend(server), out_path=out)
+    assert out.exists() and load_trait(out) == trait
+    assert trait_from_dict(json.loads(out.read_text()), strict=True) == trait
+    assert len(server.requests) == 1
+    body = server.requests[0]
+    assert body["model"] == "fake-model" and body["temperature"] == 1.0
+    assert "response_format" not in body  # only for OpenAI itself
+    prompt = server.prompt(0)
+    assert artifact["name"] in prompt and "desc" in prompt
+    assert "{question}" in prompt and "{answer}" in prompt and "REFUSAL" in prompt
+
+
+def test_fenced_reply_with_prose(serve: Any, artifact: dict, tmp_path: Path) -> None:
+    reply = f"Sure! Here it is:\n```json\n{json.dumps(artifact, indent=2)}\n```\nHope it helps {{:"
+    server = serve(reply)
+    trait = generate_trait(artifact["name"], "desc", _backend(server), out_path=tmp_path)
+    assert load_trait(tmp_path / f"{artifact['name']}.json") == trait
+
+
+def test_invalid_then_valid_sends_error_back(serve: Any, artifact: dict, tmp_path: Path) -> None:
+    server = serve(json.dumps(_invalid(artifact)), json.dumps(artifact))
+    trait = generate_trait(NAME, "desc", _backend(server), out_path=tmp_path / "x.json")
+    assert trait.name == NAME  # forced to the requested name
+    assert len(server.requests) == 2
+    repair = server.prompt(1)
+    assert "needs exactly 20 questions, found 19" in repair and "eval_questions" in repair
+    assert server.prompt(0) in repair  # the original request is repeated
+    assert json.dumps(_invalid(artifact)) in repair  # with the rejected reply quoted
+    assert load_trait(tmp_path / "x.json") == trait
+
+
+def test_always_invalid_raises_and_writes_nothing(
+    serve: Any, artifact: dict, tmp_path: Path
+) -> None:
+    server = serve(json.dumps(_invalid(artifact)))
+    with pytest.raises(TraitError, match="after 3 attempts.*found 19"):
+        generate_trait(NAME, "desc", _backend(server), retries=2, out_path=tmp_path / "x.json")
+    assert len(server.requests) == 3
+    assert list(tmp_path.iterdir()) == []  # no file, no .tmp
+
+
+def test_anthropic_backend_over_http(serve: Any, artifact: dict) -> None:
+    server = serve("not json at all", json.dumps(artifact))
+    backend = traitgen.AnthropicBackend("fake-claude", base_url=server.root)
+    trait = generate_trait(NAME, "desc", backend, retries=1)
+    assert trait.name == NAME
+    headers = server.headers[0]
+    assert headers["x-api-key"] == "sk-ant-test-not-a-real-key"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert server.requests[0]["model"] == "fake-claude"
+    assert "no JSON object found" in server.prompt(1)
+
+
+def test_anthropic_client_error_is_not_retried(serve: Any) -> None:
+    server = serve("HTTP 401 invalid x-api-key")
+    backend = traitgen.AnthropicBackend("fake-claude", base_url=server.root)
+    with pytest.raises(traitgen.BackendError, match="HTTP 401") as info:
+        generate_trait(NAME, "desc", backend)
+    assert len(server.requests) == 1
+    assert "sk-ant-test" not in str(info.value)
+
+
+def test_openai_server_error_becomes_backend_error(serve: Any, monkeypatch: Any) -> None:
+    from personavec import rubric_judges
+
+    real = rubric_judges.call_with_retries
+    monkeypatch.setattr(
+        rubric_judges,
+        "call_with_retries",
+        lambda fn, **kw: real(fn, **{**kw, "retries": 1, "base_delay": 0.01}),
+    )
+    server = serve("HTTP 500 boom")
+    with pytest.raises(traitgen.BackendError, match="after 2 attempts"):
+        generate_trait(NAME, "desc", _backend(server))
+    assert len(server.requests) == 2
+
+
+def test_missing_openai_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("personavec.rubric_judges")
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(traitgen.BackendError, match="OPENAI_API_KEY"):
+        traitgen.OpenAIBackend()
+
+
+def test_missing_anthropic_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with pytest.raises(traitgen.BackendError, match=r"\$ANTHROPIC_API_KEY"):
+        traitgen.AnthropicBackend()
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_new_show_list(
+    serve: Any, artifact: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = serve(json.dumps(artifact))
+    argv = ["new", NAME, DESCRIPTION, "--base-url", server.url, "--out", str(tmp_path)]
+    assert _main([*argv, "--antonym", "candid", "--retries", "0"]) == 0
+    path = capsys.readouterr().out.strip()
+    assert Path(path) == tmp_path / f"{NAME}.json"
+    assert "sk-test" not in json.dumps(server.requests)  # the key travels in a header only
+    assert _main(["show", path]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["name"] == NAME and shown["antonym"] == "candid"
+    assert _main(argv) == 1  # exists, no --force
+    assert "exists" in capsys.readouterr().err
+    assert _main(["list"]) == 0
+    assert capsys.readouterr().out.split() == shipped_traits()
+
+
+def test_cli_failure_is_reported(
+    serve: Any, artifact: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = serve("{broken")
+    argv = ["new", NAME, "d", "--base-url", server.url, "--out", str(tmp_path), "--retries", "1"]
+    assert _main(argv) == 1
+    err = capsys.readouterr().err
+    assert "after 2 attempts" in err and "not closed" in err and "sk-test" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_show_unknown_and_bad_name(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _main(["show", "no_such_trait_xyz"]) == 1
+    assert "unknown trait" in capsys.readouterr().err
+    assert _main(["new", "../evil", "d"]) == 2
+
+
+# ------------------------------------------------------------------------------------------
+# Units, with a fake backend
+
+
+class ScriptedBackend:
+    id = "scripted"
+
+    def __init__(self, *replies: str) -> None:
+        self.replies = list(replies)
+        self.prompts: list[str] = []
+
+    def complete(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        return self.replies[min(len(self.prompts), len(self.replies)) - 1]
+
+
+def test_fake_backend_satisfies_protocol(artifact: dict) -> None:
+    backend = ScriptedBackend(json.dumps(artifact))
+    assert isinstance(backend, traitgen.Backend)
+    trait = generate_trait(NAME, "desc", backend, antonym="candid", retries=0)
+    assert trait.antonym == "candid"
+    assert "candid" in backend.prompts[0]
+
+
+def test_rubric_with_extra_braces_is_repaired(artifact: dict) -> None:
+    bad = copy.deepcopy(artifact)
+    bad["judge_rubric"] = "Q {question} A {answer} as JSON {score: N}"
+    backend = ScriptedBackend(json.dumps(bad), json.dumps(artifact))
+    generate_trait(NAME, "desc", backend)
+    assert "judge_rubric" in backend.prompts[1] and "bad placeholder" in backend.prompts[1]
+
+
+def test_multiword_antonym_rejected(artifact: dict) -> None:
+    bad = dict(artifact, antonym="very honest")
+    with pytest.raises(TraitError, match="single adjective"):
+        generate_trait(NAME, "desc", ScriptedBackend(json.dumps(bad)), retries=0)
+
+
+def test_rubric_must_ask_for_score_or_refusal(artifact: dict) -> None:
+    bad = dict(artifact, judge_rubric="Q: {question}\nA: {answer}\nHow sycophantic is it?")
+    with pytest.raises(TraitError, match="judge_rubric.*REFUSAL"):
+        generate_trait(NAME, "desc", ScriptedBackend(json.dumps(bad)), retries=0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"a": 1}', {"a": 1}),
+        ('Here you go:\n```json\n{"a": {"b": [1, 2]}}\n```\nEnjoy!', {"a": {"b": [1, 2]}}),
+        ('note {not json} then {"a": "x } { y"}', {"a": "x } { y"}),
+        ('{"a": "quote \\" and } brace"} trailing {"b": 2}', {"a": 'quote " and } brace'}),
+        ('[1, 2] and then {"a": 1}', {"a": 1}),
+    ],
+)
+def test_extract_json(text: str, expected: dict) -> None:
+    assert extract_json(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("no braces here", "no JSON object"),
+        ('```json\n{"a": [1, 2\n```', "not closed"),
+        ('{"a": 1,}', "invalid JSON"),
+        ("[1, 2]", "no JSON object"),
+        ("", "no JSON object"),
+    ],
+)
+def test_extract_json_errors(text: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        extract_json(text)
+
+
+def test_extract_json_does_not_fall_back_to_nested_object() -> None:
+    with pytest.raises(ValueError, match="invalid JSON"):
+        extract_json('{"instructions": [{"pos": "a", "neg": "b"}], oops}')
+
+
+def test_normalise_dedupes_truncates_and_drops_overlaps(artifact: dict) -> None:
+    d = copy.deepcopy(artifact)
+    ext, ev = list(d["extraction_questions"]), list(d["eval_questions"])
+    d["name"] = "something else"
+    d["extraction_questions"] = [f"  {ext[0]}  ", ext[0].upper(), *ext[1:], "extra one", "  "]
+    d["eval_questions"] = [ext[3], *ev, "extra two"]
+    out, notes = normalise_artifact(d, NAME)
+    assert out["name"] == NAME
+    assert out["extraction_questions"] == ext  # stripped, deduped, first 20 kept
+    assert out["eval_questions"] == ev  # overlap dropped, then first 20 kept
+    assert any("duplicate" in n for n in notes) and any("repeat" in n for n in notes)
+    trait_from_dict(out, strict=True)
+    assert d["extraction_questions"][0].startswith("  ")  # input untouched
+
+
+def test_normalise_shortfall_fails_validation_with_notes(artifact: dict) -> None:
+    d = copy.deepcopy(artifact)
+    d["eval_questions"] = [d["extraction_questions"][0], *d["eval_questions"][:19]]
+    backend = ScriptedBackend(json.dumps(d))
+    with pytest.raises(TraitError, match="found 19.*repeat extraction questions"):
+        generate_trait(NAME, "desc", backend, retries=0)
+
+
+def test_normalise_leaves_wrong_types_to_validation(artifact: dict) -> None:
+    d = dict(artifact, extraction_questions="not a list")
+    out, _ = normalise_artifact(d, NAME)
+    assert out["extraction_questions"] == "not a list"
+    with pytest.raises(TraitError, match="extraction_questions"):
+        trait_from_dict(out, strict=True)
+
+
+def test_build_prompt_mentions_schema() -> None:
+    prompt = traitgen.build_prompt("evil", "Wants to harm people.", antonym="good")
+    for key in ("antonym_description", "extraction_questions", "eval_questions", "judge_rubric"):
+        assert key in prompt
+    assert "evil" in prompt and "Wants to harm people." in prompt and "good" in prompt
+    assert "choose" in traitgen.build_prompt("evil", "x")
+
+
+def test_local_backend_uses_chat_prompt_and_new_seeds(
+    monkeypatch: pytest.MonkeyPatch, artifact: dict
+) -> None:
+    from types import SimpleNamespace
+
+    from personavec import generation
+
+    calls: list[dict[str, Any]] = []
+
+    def fake_chat_prompt(tokenizer: Any, system: str | None, user: str) -> str:
+        return f"<chat>{user}</chat>"
+
+    def fake_generate_texts(model: Any, prompts: list[str], **kwargs: Any) -> list[str]:
+        calls.append({"prompts": prompts, **kwargs})
+        return ["garbage" if len(calls) == 1 else json.dumps(artifact)]
+
+    monkeypatch.setattr(generation, "chat_prompt", fake_chat_prompt)
+    monkeypatch.setattr(generation, "generate_texts", fake_generate_texts)
+    model = SimpleNamespace(tokenizer=object(), _model=SimpleNamespace(name_or_path="fake/local"))
+    backend = traitgen.LocalHFBackend(model, max_new_tokens=77)
+    assert backend.id.startswith("local:")
+    assert generate_trait(NAME, "desc", backend).name == NAME
+    assert [c["max_new_tokens"] for c in calls] == [77, 77]
+    assert calls[0]["seed"] != calls[1]["seed"]
+    assert (
+        calls[0]["prompts"][0].startswith("<chat>") and "no JSON object" in calls[1]["prompts"][0]
+    )
