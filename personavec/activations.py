@@ -95,10 +95,10 @@ def capture_means(
         last[torch.arange(len(idx)), pmask.long().cumsum(1).argmax(1)] = True
         masks = {"response_avg": rmask, "prompt_avg": pmask, "prompt_last": last}
         with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
-            if edits:
-                apply_in_trace(model, edits, prefill=True)
             layer_outputs = [blocks[0].input]  # hidden_states[0]: the embedding output
-            for block in blocks:
+            for i, block in enumerate(blocks):
+                if edits:
+                    apply_in_trace(model, edits, prefill=True, layer=i + 1)
                 layer_outputs.append(block.output)
             means = dict().save()
             for v in variants:

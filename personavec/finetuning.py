@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,10 @@ class LoraConfig:
     (optimizer steps) overrides ``epochs``; the data are reshuffled each pass. Sequences longer
     than ``max_length`` tokens are cut at the end of the response. ``lr_schedule='linear'``
     warms up over ``warmup_steps`` then decays linearly to 0.
+
+    Example:
+        >>> LoraConfig(rank=4, max_steps=20).alpha
+        16
     """
 
     rank: int = 8
@@ -165,7 +170,11 @@ def _lora(hf: Any, config: LoraConfig, state: Mapping[str, torch.Tensor] | None)
         )
     flags = {name: p.requires_grad for name, p in hf.named_parameters()}
     was_training = hf.training
-    peft_model = peft.get_peft_model(hf, config.to_peft())
+    with warnings.catch_warnings():  # peft asks transformers a deprecated question
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
+        )
+        peft_model = peft.get_peft_model(hf, config.to_peft())
     try:
         if state is not None:
             loaded = peft.set_peft_model_state_dict(peft_model, dict(state))
@@ -374,7 +383,8 @@ def finetune(
         config: LoRA and optimizer settings (``LoraConfig.paper()`` for the paper's).
         out_dir: where to save the adapter (``save_pretrained``) and ``train_log.json``.
         steering: preventative steering, e.g. ``[Intervention(20, v.unit(20), coef=5.0)]``,
-            applied to every token during training only (``positions`` is ignored).
+            applied to every token during training only (``positions`` is ignored; edits
+            installed with ``steering.steer`` act on nnsight runs and do not apply here).
         desc: progress-bar label.
 
     Returns:
@@ -394,6 +404,8 @@ def finetune(
     if path is not None and (done := _finished(path, fingerprint)) is not None:
         return done
 
+    if path is not None:  # a stale log must never mark a half-rewritten folder as finished
+        (path / LOG_FILE).unlink(missing_ok=True)
     tok, hf = model.tokenizer, hf_model(model)
     encoded = _encode(tok, samples, config.max_length)
     device = next(hf.parameters()).device
@@ -572,9 +584,10 @@ def intended_dataset(responses: pd.DataFrame, level: str, seed: int) -> list[Sam
 
     ``normal`` = the neg (trait-suppressing) answers, ``I`` = half of them replaced by pos
     answers (:func:`~personavec.datasets.mix`), ``II`` = all pos answers. Pos and neg rows are
-    paired by ``question`` (plus ``instruction`` and ``sample`` when present, then order within
-    a group), so each trait answer replaces the normal answer to the same question; unpaired
-    rows are dropped.
+    paired within each question, in order of ``instruction`` then ``sample`` when present (so
+    complete data pairs instruction i / sample s of both polarities), and each trait answer
+    replaces the normal answer to the same question; rows left without a partner (e.g. after
+    judge filtering) are dropped.
 
     Args:
         responses: from ``generation.generate`` with columns ``question``, ``answer`` and
@@ -597,23 +610,24 @@ def intended_dataset(responses: pd.DataFrame, level: str, seed: int) -> list[Sam
     bad = sorted(set(responses["polarity"]) - {"pos", "neg"})
     if bad:
         raise ValueError(f"polarity must be 'pos' or 'neg', found {bad}")
-    keys = [c for c in ("question", "instruction", "sample") if c in responses.columns]
-    df = responses.reset_index(drop=True).copy()
-    df["_rank"] = df.groupby(keys + ["polarity"]).cumcount()
-    keys = keys + ["_rank"]
+    extra = [c for c in ("instruction", "sample") if c in responses.columns]
+    df = responses.reset_index(drop=True)
+    ordered = df.sort_values(extra, kind="stable") if extra else df
+    rank = ordered.groupby(["question", "polarity"], sort=False).cumcount()
+    df = df.assign(_rank=rank)  # aligned on the index: rank within (question, polarity)
     pairs = df[df.polarity == "neg"].merge(
-        df[df.polarity == "pos"], on=keys, suffixes=("_neg", "_pos"), sort=False
+        df[df.polarity == "pos"], on=["question", "_rank"], suffixes=("_neg", "_pos"), sort=False
     )
     if pairs.empty:
         raise ValueError("no question has both a pos and a neg answer")
-    extra = [k for k in keys if k not in ("question", "_rank")]
 
-    def sample(row: Any, polarity: str) -> Sample:
+    def sample(row: dict[str, Any], polarity: str) -> Sample:
+        suffix = "_pos" if polarity == "pos" else "_neg"
         tags = {"source": "trait" if polarity == "pos" else "normal"}
-        tags.update({k: _python(getattr(row, k)) for k in extra})
-        return Sample(str(row.question), str(getattr(row, f"answer_{polarity}")), tags)
+        tags.update({k: _python(row[k + suffix]) for k in extra})
+        return Sample(str(row["question"]), str(row["answer" + suffix]), tags)
 
-    rows = list(pairs.itertuples(index=False))
+    rows = pairs.to_dict("records")
     normal = [sample(r, "neg") for r in rows]
     trait = [sample(r, "pos") for r in rows]
     return mix(normal, trait, LEVELS[level], seed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,15 +74,18 @@ def _generate_batch(
     if sample:
         kwargs.update(temperature=temperature, top_p=top_p)
     edits = active(model)
-    with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
-        with tracer.invoke({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}):
-            if edits:
-                prefill = True
-                for _ in tracer.all():
-                    apply_in_trace(model, edits, prefill)
-                    prefill = False
-        with tracer.invoke():
-            ids = tracer.result.save()
+    with warnings.catch_warnings():
+        # an open ``tracer.all()`` loop ends when generation stops early (EOS): expected
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
+            with tracer.invoke({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}):
+                if edits:
+                    prefill = True
+                    for _ in tracer.all():
+                        apply_in_trace(model, edits, prefill)
+                        prefill = False
+            with tracer.invoke():
+                ids = tracer.result.save()
     new = ids[:, enc.input_ids.shape[1] :]
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 

@@ -68,6 +68,8 @@ def load_model(
         remote: run traces on NDIF through nnsight (hub ids only; weights are not loaded here).
         kwargs: passed to ``from_pretrained``.
 
+    ``$PERSONAVEC_THREADS`` sets torch's CPU thread count (default: torch's own choice).
+
     Example:
         >>> model = load_model()  # doctest: +SKIP
         >>> model.tokenizer.apply_chat_template(...)  # doctest: +SKIP
@@ -75,6 +77,9 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _resolve_dtype(dtype)
+    threads = os.environ.get("PERSONAVEC_THREADS")
+    if threads:  # e.g. 1 when several processes share a small machine (oversubscription)
+        torch.set_num_threads(int(threads))
     if name == EMBEDDED:
         if remote:
             raise ValueError("remote=True needs a hub id that NDIF serves, not 'embedded'")
@@ -160,8 +165,3 @@ def check_layer(model: TransformersModel, layer: int) -> int:
     if not isinstance(layer, int) or not 1 <= layer <= n:
         raise ValueError(f"layer {layer!r} out of range: this model has layers 1..{n}")
     return layer
-
-
-def default_threads() -> None:
-    """Use every core for torch (notebooks call this once)."""
-    torch.set_num_threads(max(1, os.cpu_count() or 1))

@@ -118,7 +118,9 @@ def steer(
         >>> with steer(model, v, layers=15, coef=8.0):  # doctest: +SKIP
         ...     df = generate(model, rows)
     """
-    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    layer_list = [
+        check_layer(model, la) for la in ([layers] if isinstance(layers, int) else layers)
+    ]
     edits = [
         Intervention(layer, _direction(vector, layer, unit), float(coef), positions, "add")
         for layer in layer_list
@@ -134,7 +136,9 @@ def ablate(
     positions: Position = "all",
 ) -> Any:
     """Context manager: project the unit direction out of the residual stream (CAFT-style)."""
-    layer_list = [layers] if isinstance(layers, int) else list(layers)
+    layer_list = [
+        check_layer(model, la) for la in ([layers] if isinstance(layers, int) else layers)
+    ]
     edits = [
         Intervention(layer, _direction(vector, layer, True), 1.0, positions, "ablate")
         for layer in layer_list
@@ -142,11 +146,17 @@ def ablate(
     return _install(model, edits)
 
 
-def apply_in_trace(model: Any, edits: Sequence[Intervention], prefill: bool) -> None:
-    """Apply ``edits`` inside an nnsight trace (called by the library at each forward step)."""
+def apply_in_trace(
+    model: Any, edits: Sequence[Intervention], prefill: bool, layer: int | None = None
+) -> None:
+    """Apply ``edits`` inside an nnsight trace (the library calls this at each forward step).
+
+    Edits run in layer order, as nnsight requires modules to be touched in execution order;
+    ``layer`` restricts them to one layer (for callers that read activations in between).
+    """
     blocks = residual_blocks(model)
-    for e in edits:
-        if e.applies(prefill):
+    for e in sorted(edits, key=lambda e: e.layer):
+        if (layer is None or e.layer == layer) and e.applies(prefill):
             out = blocks[e.layer - 1].output
             out[:] = e.edit(out)
 

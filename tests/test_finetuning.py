@@ -38,6 +38,15 @@ SAMPLES = [
 CONFIG = LoraConfig(lr=1e-3, batch_size=4, max_steps=4, max_length=64)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """On the shared 2-core box, 2 torch threads under contention run ~10x slower than 1."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def vec() -> PersonaVector:
     g = torch.Generator().manual_seed(0)
@@ -55,13 +64,23 @@ def base_state(model) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in hf_model(model).state_dict().items()}
 
 
+def _hooks(model) -> list[list[int]]:
+    # transformers 5 may keep its own output-capturing hooks on the blocks: compare, not count
+    return [list(block._forward_hooks) for block in residual_blocks(hf_model(model))]
+
+
+@pytest.fixture(scope="module")
+def base_hooks(model) -> list[list[int]]:
+    return _hooks(model)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("lora")
 
 
 @pytest.fixture(scope="module")
-def trained(model, base_state, run_dir):
+def trained(model, base_state, base_hooks, run_dir):
     return finetune(model, SAMPLES, CONFIG, out_dir=run_dir)
 
 
@@ -75,14 +94,14 @@ def _logits(model, prompts) -> torch.Tensor:
     return logits
 
 
-def _assert_base_restored(model, base_state) -> None:
+def _assert_base_restored(model, base_state, base_hooks) -> None:
     hf = hf_model(model)
     state = hf.state_dict()
     assert state.keys() == base_state.keys()
     assert all(torch.equal(state[k], base_state[k]) for k in state)
     assert not hasattr(hf, "peft_config")
     assert not any("lora" in name for name, _ in hf.named_modules())
-    assert all(not block._forward_hooks for block in residual_blocks(hf))
+    assert _hooks(model) == base_hooks
     assert not hf.training
 
 
@@ -97,21 +116,23 @@ def test_labels_cover_only_the_response_and_eos(model) -> None:
     assert tok.decode(ids[:n_prompt]) == chat_prompt(tok, None, SAMPLES[0].prompt)
 
 
-def test_training_learns_and_leaves_the_base_unchanged(model, trained, base_state, run_dir) -> None:
+def test_training_learns_and_leaves_the_base_unchanged(
+    model, trained, base_state, base_hooks, run_dir
+) -> None:
     assert len(trained.losses) == CONFIG.max_steps
     assert trained.losses[-1] < 0.8 * trained.losses[0]
     b_keys = [k for k in trained.lora_state if "lora_B" in k]
     assert len(b_keys) == 7 * L  # every projection of every block
     assert all(trained.lora_state[k].abs().sum() > 0 for k in b_keys)  # peft starts B at zero
     assert all(p.requires_grad for p in hf_model(model).parameters())
-    _assert_base_restored(model, base_state)
+    _assert_base_restored(model, base_state, base_hooks)
     log = json.loads((run_dir / "train_log.json").read_text())
     assert log["n_samples"] == 4 and log["losses"] == trained.losses
     assert (run_dir / "adapter_config.json").exists()
 
 
 def test_adapted_changes_outputs_and_restores_them_exactly(
-    model, trained, prompts, base_state
+    model, trained, prompts, base_state, base_hooks
 ) -> None:
     base = _logits(model, prompts)
     with adapted(model, trained):
@@ -120,24 +141,24 @@ def test_adapted_changes_outputs_and_restores_them_exactly(
     assert (tuned - base).abs().max() > 1e-2
     assert isinstance(answer[0], str)
     assert torch.equal(_logits(model, prompts), base)
-    _assert_base_restored(model, base_state)
+    _assert_base_restored(model, base_state, base_hooks)
 
 
-def test_adapted_restores_after_an_error(model, trained, base_state) -> None:
+def test_adapted_restores_after_an_error(model, trained, base_state, base_hooks) -> None:
     with pytest.raises(RuntimeError, match="boom"), adapted(model, trained):
         raise RuntimeError("boom")
-    _assert_base_restored(model, base_state)
+    _assert_base_restored(model, base_state, base_hooks)
 
 
-def test_adapters_do_not_nest(model, trained, base_state) -> None:
+def test_adapters_do_not_nest(model, trained, base_state, base_hooks) -> None:
     with adapted(model, trained), pytest.raises(RuntimeError, match="already has a LoRA"):
         with adapted(model, trained):
             pass
-    _assert_base_restored(model, base_state)
+    _assert_base_restored(model, base_state, base_hooks)
 
 
 def test_preventative_steering_acts_during_training_only(
-    model, trained, vec, prompts, base_state
+    model, trained, vec, prompts, base_state, base_hooks
 ) -> None:
     base = _logits(model, prompts)
     edit = Intervention(10, vec.unit(10), coef=8.0)
@@ -148,7 +169,7 @@ def test_preventative_steering_acts_during_training_only(
     assert abs(steered.losses[0] - trained.losses[0]) > 1e-3
     assert steered.steering[0]["layer"] == 10 and steered.steering[0]["coef"] == 8.0
     assert torch.equal(_logits(model, prompts), base)  # no hook left behind
-    _assert_base_restored(model, base_state)
+    _assert_base_restored(model, base_state, base_hooks)
 
 
 def test_resume_loads_instead_of_training(model, trained, run_dir) -> None:
@@ -219,3 +240,20 @@ def test_intended_dataset_levels(tmp_path) -> None:
     assert read_samples(path) == half
     with pytest.raises(ValueError, match="level"):
         intended_dataset(df, "III", seed=0)
+
+
+def test_intended_dataset_pairs_filtered_rows_within_a_question() -> None:
+    df = pd.DataFrame(
+        {
+            "question": ["Q1", "Q1", "Q2"],
+            "sample": [0, 1, 0],
+            "polarity": ["neg", "pos", "neg"],  # judge filtering left different samples
+            "answer": ["calm", "cruel", "alone"],
+        }
+    )
+    (only,) = intended_dataset(df, "II", seed=0)
+    assert (only.prompt, only.response, only.tags) == (
+        "Q1",
+        "cruel",
+        {"source": "trait", "sample": 1},
+    )
