@@ -14,9 +14,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .generation import generate
-from .judges import CoherenceJudge, ScoreCache, judge_answers, make_judge
-from .results import cache_dir, results_dir
+from .evaluation import evaluate
+from .results import results_dir
 from .traits import Trait, load_trait, trait_rows
 from .vectors import (
     VARIANTS,
@@ -72,20 +71,18 @@ def extract_trait(
     trait = trait if isinstance(trait, Trait) else load_trait(trait)
     out_dir = out_dir or results_dir(STEM)
     rows = trait_rows(trait, "extraction", n_questions=n_questions, n_instructions=n_instructions)
-    answers = generate(
+    answers = evaluate(
         model,
         rows,
+        trait,
+        judge=judge,
+        out_path=out_dir / "responses" / f"{trait.name}.jsonl",
         n_samples=n_samples,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
-        out_path=out_dir / "responses" / f"{trait.name}.jsonl",
         desc=f"{trait.name} answers",
-    )
-    cache = ScoreCache(cache_dir() / "judge_scores.sqlite")
-    answers = judge_answers(
-        answers, make_judge(judge, model, trait), CoherenceJudge(model), cache=cache
     )
     vectors, acts, kept = extract_vectors(
         model,

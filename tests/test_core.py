@@ -297,3 +297,25 @@ def test_cache_makes_reruns_free(tmp_path):
 def test_make_judge_unknown(model):
     with pytest.raises(ValueError, match="unknown judge 'gpt'.*likelihood-ratio"):
         make_judge("gpt", model, load_trait("evil"))
+
+
+def test_monitor_projects_every_trait(model):
+    from personavec.monitoring import graded_rows, graded_system_prompts, monitor
+    from personavec.vectors import project
+
+    trait = load_trait("pirate")
+    assert len(graded_system_prompts(trait)) == 8
+    rows = graded_rows(trait, n_questions=1).iloc[[0, 7]]
+    g = torch.Generator().manual_seed(1)
+    vecs = {
+        "a": (PersonaVector(torch.randn(L + 1, D, generator=g)), 5),
+        "b": (PersonaVector(torch.randn(L + 1, D, generator=g)), 9),
+    }
+    out = monitor(model, rows, vecs)
+    acts = capture_means(model, list(out["prompt"]), None, variants=("prompt_last",))["prompt_last"]
+    for name, (v, layer) in vecs.items():
+        assert out[f"proj_{name}"].to_numpy() == pytest.approx(
+            project(acts, v, layer).numpy(), rel=1e-4
+        )
+    with pytest.raises(ValueError, match="hidden size"):
+        monitor(model, rows, {"bad": (PersonaVector(torch.randn(L + 1, 8)), 3)})

@@ -119,3 +119,20 @@ def test_bad_steering_input(model, vec):
         with steer(model, vec, 3, 1.0, positions="middle"):
             pass
     assert active(model) == []
+
+
+def test_steered_teacher_forced_logprobs(model, vec, prompts):
+    from personavec.judges import answer_logprobs
+
+    answers = ["A banana.", "Four."]
+
+    def lps(**kw):
+        return [lp for lp, _ in answer_logprobs(model, prompts, answers, **kw)]
+
+    plain = lps()
+    with steer(model, vec, 6, 0.0):
+        assert lps(steered=True) == pytest.approx(plain, rel=1e-4)
+    with steer(model, vec, 6, 40.0):
+        pushed = lps(steered=True)
+        assert lps() == plain  # judges read unsteered
+    assert pushed != pytest.approx(plain, rel=1e-3)
