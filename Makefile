@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 PAPERMILL_ARGS ?=
+# nothing is downloaded from a model hub at run time: fail fast instead of trying
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: setup reproduce test unit lint notebooks-test benchmarks clean-results
 

@@ -251,12 +251,16 @@ def layer_separation(
     return d
 
 
-def choose_layer(separation: torch.Tensor, *, exclude_last: bool = True) -> int:
-    """The layer with the best held-out separation (the final block is excluded by default:
-    its raw output carries the unembedding's massive activations, not a steerable feature)."""
-    scores = separation.clone()
-    scores[0] = float("-inf")
-    if exclude_last:
-        scores[-1] = float("-inf")
-    scores = torch.nan_to_num(scores, nan=float("-inf"))
+def choose_layer(separation: torch.Tensor, *, band: tuple[float, float] = (0.25, 0.75)) -> int:
+    """The layer with the best held-out separation inside a band of relative depth.
+
+    The paper finds middle layers the ones where steering and monitoring work; late layers
+    separate pos from neg answers well too, but mostly by the trait's surface tokens on their way
+    to the unembedding. ``band=(0, 1)`` searches every layer (1..L).
+    """
+    n = separation.shape[0] - 1
+    lo, hi = max(1, round(band[0] * n)), min(n, round(band[1] * n))
+    scores = torch.nan_to_num(separation.clone(), nan=float("-inf"))
+    scores[:lo] = float("-inf")
+    scores[hi + 1 :] = float("-inf")
     return int(scores.argmax())
