@@ -94,18 +94,23 @@ def capture_means(
         last = torch.zeros_like(pmask)
         last[torch.arange(len(idx)), pmask.long().cumsum(1).argmax(1)] = True
         masks = {"response_avg": rmask, "prompt_avg": pmask, "prompt_last": last}
-        with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
-            layer_outputs = [blocks[0].input]  # hidden_states[0]: the embedding output
+        with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}) as tracer:
+            # reduce each layer as it arrives (never all layers' activations at once), then stop
+            # before the final norm and the unembedding, whose output is not needed
+            h = blocks[0].input  # hidden_states[0]: the embedding output
+            rows = {}
+            for v in variants:  # plain loops: comprehensions break inside a trace body
+                rows[v] = [_masked_mean(h, masks[v])]
             for i, block in enumerate(blocks):
                 if edits:
                     apply_in_trace(model, edits, prefill=True, layer=i + 1)
-                layer_outputs.append(block.output)
+                h = block.output
+                for v in variants:
+                    rows[v].append(_masked_mean(h, masks[v]))
             means = dict().save()
             for v in variants:
-                rows = []
-                for h in layer_outputs:
-                    rows.append(_masked_mean(h, masks[v]))
-                means[v] = torch.stack(rows, 1)
+                means[v] = torch.stack(rows[v], 1)
+            tracer.stop()
         for v in variants:
             out[v][idx] = means[v].float()
     return out

@@ -89,13 +89,16 @@ def steering_sweep(
     *,
     rows: pd.DataFrame,
     positions: Position = "all",
+    unit: bool = False,
     out_dir: Path,
     **eval_kwargs: Any,
 ) -> pd.DataFrame:
     """Judge the answers to ``rows`` at every (layer, coefficient) of the grid.
 
-    Coefficient 0 is run once and shared by all layers. Returns the judged answers with
-    ``layer`` and ``coef`` columns.
+    ``unit=False`` (the paper's convention) adds ``coef * v[layer]`` with the raw vector, whose
+    norm grows with depth like the residual stream's; ``unit=True`` adds ``coef`` times the unit
+    direction. Coefficient 0 is run once and shared by all layers. Returns the judged answers
+    with ``layer`` and ``coef`` columns.
     """
     frames = []
     for layer in layers:
@@ -104,8 +107,8 @@ def steering_sweep(
                 base = next(f for f in frames if (f["coef"] == 0).all())
                 frames.append(base.assign(layer=layer))
                 continue
-            tag = f"{trait.name}_L{layer}_c{coef:g}_{positions}"
-            with steer(model, vector, layer, coef, positions=positions):
+            tag = f"{trait.name}_L{layer}_c{coef:g}_{positions}{'_unit' if unit else ''}"
+            with steer(model, vector, layer, coef, positions=positions, unit=unit):
                 df = evaluate(
                     model, rows, trait, out_path=out_dir / f"{tag}.jsonl", desc=tag, **eval_kwargs
                 )

@@ -65,7 +65,8 @@ def load_model(
         name: ``embedded``, a Hugging Face hub id (``Qwen/Qwen2.5-7B-Instruct``) or a local folder.
         dtype: ``float32`` (CPU default), ``bfloat16`` or ``float16``.
         device: e.g. ``cuda``; ``None`` keeps the CPU (or ``device_map`` if given in kwargs).
-        remote: run traces on NDIF through nnsight (hub ids only; weights are not loaded here).
+        remote: run traces on NDIF through nnsight (hub ids only; weights are not loaded here:
+            the model is built on the meta device from its hub config, see ``RemoteModel``).
         kwargs: passed to ``from_pretrained``.
 
     ``$PERSONAVEC_THREADS`` sets torch's CPU thread count (default: torch's own choice).
@@ -90,7 +91,7 @@ def load_model(
         )
         hf.name_or_path = EMBEDDED_ID
     elif remote:
-        return TransformersModel(name, task="text-generation", remote=True, dtype=torch_dtype)
+        return _remote_model(name, torch_dtype)
     else:
         local = Path(name).expanduser()
         looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
@@ -110,6 +111,48 @@ def load_model(
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return TransformersModel(hf, task="text-generation", tokenizer=tok)
+
+
+class RemoteModel(TransformersModel):
+    """A ``TransformersModel`` whose traces (``trace``, ``generate``, ``session``) run remotely.
+
+    nnsight takes ``remote=`` per trace, not when the model is built, and the library's calls
+    pass none; this wrapper supplies the default: ``True`` sends each run to NDIF, ``"local"``
+    runs nnsight's local simulation of the remote path (serialise, deserialise, run here). On
+    the server it is keyed as a plain ``TransformersModel``. Code that calls the Hugging Face
+    module directly (the offline judges' unsteered pass, LoRA training) needs local weights.
+    """
+
+    remote_default: bool | str = True
+
+    def trace(self, *inputs: Any, remote: bool | str | None = None, **kwargs: Any) -> Any:
+        mode = self.remote_default if remote is None else remote
+        return super().trace(*inputs, remote=mode, **kwargs)
+
+    def session(self, *args: Any, remote: bool | str | None = None, **kwargs: Any) -> Any:
+        mode = self.remote_default if remote is None else remote
+        return super().session(*args, remote=mode, **kwargs)
+
+    def _remoteable_class(self) -> type:
+        return TransformersModel
+
+
+def _remote_model(name: str, dtype: torch.dtype) -> RemoteModel:
+    """Build ``name`` on the meta device (config and tokenizer only) for remote runs."""
+    try:
+        model = RemoteModel(name, task="text-generation", dtype=dtype)
+    except OSError as err:
+        raise OSError(
+            f"remote=True builds {name!r} from its Hugging Face hub config and tokenizer (no "
+            f"weights); fetching them failed: {err}"
+        ) from err
+    tok = model.tokenizer
+    if tok.chat_template is None:
+        raise ValueError(f"model {name!r} has no chat template; persona vectors need a chat model")
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return model
 
 
 def hf_model(model: Any) -> Any:

@@ -200,7 +200,9 @@ class OpenAIJudge:
         self.rubric = _check_rubric(rubric)
         self.model = model
         self.base_url = base_url
-        self.id: str = f"openai:{model}@{base_url or 'api.openai.com'}"
+        self.id: str = (
+            f"openai:{model}@{base_url or os.environ.get('OPENAI_BASE_URL') or 'api.openai.com'}"
+        )
         self.max_concurrency = max_concurrency
         self.retries = retries
         self.base_delay = base_delay
@@ -472,9 +474,13 @@ class HFRubricJudge:
         first_lp = torch.log_softmax(out.logits[torch.arange(n, device=dev), col].float(), -1)
         cache = self._out_cache(out)
         del out
-
-        rows = [(b, k) for b in range(n) for k in range(len(NUMBERS))]
-        result = torch.empty(n, len(NUMBERS), dtype=torch.float32)
+        # Every number starts with a digit token, so the numeric mass is at most the first
+        # token's digit mass: below min_mass the score is None whatever follows, and the 101
+        # continuations are skipped (rows left at -inf).
+        digit_mass = first_lp.exp()[:, self._digit_start(first_lp.shape[-1], dev)].sum(-1)
+        live = [b for b in range(n) if float(digit_mass[b]) >= self.min_mass]
+        rows = [(b, k) for b in live for k in range(len(NUMBERS))]
+        result = torch.full((n, len(NUMBERS)), float("-inf"), dtype=torch.float32)
         for start in range(0, len(rows), self.candidate_batch_size):
             chunk = rows[start : start + self.candidate_batch_size]
             src = torch.tensor([b for b, _ in chunk], device=dev)
@@ -527,10 +533,16 @@ class HFRubricJudge:
                 first_lp = torch.log_softmax(logits[:, 0].float(), -1)
                 scores = self._continuation_scores(first_lp, logits[:, 1:], ids[:, p:], lengths)
                 result[b, start : start + len(toks)] = scores.cpu()
+                digit_mass = first_lp[0].exp()[self._digit_start(first_lp.shape[-1], dev)].sum()
+                if float(digit_mass) < self.min_mass:  # same rule as the cached path
+                    result[b] = float("-inf")
         return result
 
     def number_logprobs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """log P(the judge replies with k, and the number ends there), k = 0..100.
+
+        Rows whose first reply token puts less than ``min_mass`` on digits are ``-inf``
+        throughout (the cached path skips their continuations: they cannot be scored anyway).
 
         Args:
             pairs: (question, answer) tuples.

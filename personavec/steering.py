@@ -1,6 +1,6 @@
 """Steering and directional ablation through nnsight interventions.
 
-``with steer(model, vector, layer=20, coef=4.0): generate(...)`` adds ``coef * v[layer]`` to the
+``with steer(model, vector, layer=20, coef=2.0): generate(...)`` adds ``coef * v[layer]`` to the
 residual stream at ``hidden_states[layer]`` (the output of decoder block ``layer - 1``) for every
 library generation or trace run inside the block, and removes it on exit, whatever happens.
 
@@ -101,7 +101,7 @@ def steer(
     coef: float,
     *,
     positions: Position = "all",
-    unit: bool = True,
+    unit: bool = False,
 ) -> Any:
     """Context manager: add ``coef * v[layer]`` at each of ``layers`` (negative coef suppresses).
 
@@ -109,13 +109,12 @@ def steer(
         model: the nnsight model the library's ``generate`` / capture functions run on.
         vector: a ``PersonaVector`` (``[L+1, d]``) or a tensor (``[d]`` or ``[L+1, d]``).
         layers: one hidden_states index or several.
-        coef: steering strength; with ``unit=True`` it is in units of the residual norm scale.
+        coef: steering strength (the paper's coefficients, e.g. 0-2.5, with the raw vector).
         positions: ``all``, ``prompt`` or ``response``.
-        unit: normalise the direction per layer first (the paper steers with the raw vector;
-            pass ``unit=False`` for that).
+        unit: add ``coef`` times the unit direction instead of the raw vector.
 
     Example:
-        >>> with steer(model, v, layers=15, coef=8.0):  # doctest: +SKIP
+        >>> with steer(model, v, layers=15, coef=2.0):  # doctest: +SKIP
         ...     df = generate(model, rows)
     """
     layer_list = [

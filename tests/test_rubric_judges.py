@@ -368,7 +368,9 @@ def test_hf_judge_random_model_cache_matches_plain_path(tokenizer):
 
     model = _tiny_llama(len(tokenizer))
     pairs = [("Hi?", "Yes."), ("What is the capital of France?", "Paris, I think."), ("x", "")]
-    judge = HFRubricJudge(RUBRIC, model, tokenizer, batch_size=3, candidate_batch_size=64)
+    judge = HFRubricJudge(
+        RUBRIC, model, tokenizer, batch_size=3, candidate_batch_size=64, min_mass=0.0
+    )
     cached = judge.number_logprobs(pairs)
     assert cached.shape == (3, len(NUMBERS)) and torch.isfinite(cached).all()
     one_by_one = torch.cat([judge.number_logprobs([p]) for p in pairs])
@@ -381,6 +383,13 @@ def test_hf_judge_random_model_cache_matches_plain_path(tokenizer):
     scores = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0).score_many(pairs)
     assert all(s is not None and 0.0 <= s <= 100.0 for s in scores)
     assert judge.id.startswith("hf-rubric:")
+    # below min_mass of digit probability on the first token nothing can be scored: both
+    # paths skip the continuations and report -inf / None
+    strict = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=1.0)
+    assert torch.isneginf(strict.number_logprobs(pairs)).all()
+    strict._use_cache = False
+    assert torch.isneginf(strict.number_logprobs(pairs)).all()
+    assert strict.score_many(pairs) == [None, None, None]
 
 
 def test_hf_judge_unwraps_nnsight_style_wrapper(tokenizer):

@@ -35,7 +35,7 @@ def _acts(model, prompts, layer):
 def test_sign_and_scale_on_activations(model, vec, prompts):
     base = _acts(model, prompts, 12)
     for coef in (3.0, -3.0):
-        with steer(model, vec, 12, coef):
+        with steer(model, vec, 12, coef, unit=True):
             shifted = _acts(model, prompts, 12)
         torch.testing.assert_close(
             shifted - base, coef * vec.unit(12).expand_as(base), rtol=1e-3, atol=1e-3
@@ -85,7 +85,7 @@ def _steps(model, prompts, edits):
 def test_positions_during_generation(model, vec, prompts, positions):
     coef = 0.05  # small: greedy tokens stay the same, so activations are comparable
     ids0, plain = _steps(model, prompts, [])
-    with steer(model, vec, 1, coef, positions=positions) as edits:
+    with steer(model, vec, 1, coef, positions=positions, unit=True) as edits:
         ids1, steered = _steps(model, prompts, edits)
     assert torch.equal(ids0, ids1)
     delta = coef * vec.unit(1)
@@ -100,7 +100,7 @@ def test_positions_during_generation(model, vec, prompts, positions):
 def test_steered_generate_differs_and_cleans_up(model, vec):
     rows = pd.DataFrame({"system": [None], "question": ["Tell me about cats."]})
     plain = generate(model, rows, max_new_tokens=8, temperature=0.0)
-    with steer(model, vec, 8, 200.0):
+    with steer(model, vec, 8, 200.0, unit=True):
         pushed = generate(model, rows, max_new_tokens=8, temperature=0.0)
     assert plain["answer"][0] != pushed["answer"][0]
     assert (
@@ -132,7 +132,7 @@ def test_steered_teacher_forced_logprobs(model, vec, prompts):
     plain = lps()
     with steer(model, vec, 6, 0.0):
         assert lps(steered=True) == pytest.approx(plain, rel=1e-4)
-    with steer(model, vec, 6, 40.0):
+    with steer(model, vec, 6, 40.0, unit=True):
         pushed = lps(steered=True)
         assert lps() == plain  # judges read unsteered
     assert pushed != pytest.approx(plain, rel=1e-3)
