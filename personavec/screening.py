@@ -344,7 +344,9 @@ def random_removal(samples: Sequence[Sample], fraction: float, seed: int) -> lis
         7
     """
     k = _count(len(samples), fraction)
-    drop = set(random.Random(seed).sample(range(len(samples)), k))
+    # a salted stream: a plain Random(seed) would repeat the draw datasets.mix made with the
+    # same seed and remove exactly the mixed-in samples
+    drop = set(random.Random(f"random_removal:{seed}").sample(range(len(samples)), k))
     return [s for i, s in enumerate(samples) if i not in drop]
 
 
