@@ -248,6 +248,7 @@ def finetune_study(
                 capability_nll(model),
             )
         else:
+            _answers_for(out_dir / "answers" / f"{run}.jsonl", result.fingerprint)
             with adapted(model, result), _edits(model, edit):
                 acts = capture_means(
                     model,
@@ -298,6 +299,16 @@ def finetune_study(
     for run, edit in (posthoc or {}).items():
         records += measure(run, trained[run.split("+")[0]], edit)
     return pd.DataFrame(records)
+
+
+def _answers_for(path: Path, fingerprint: str) -> None:
+    """Keep a run's cached answers only while they belong to the same adapter: a sidecar file
+    records the adapter fingerprint, and answers of a different adapter are discarded."""
+    stamp = path.with_suffix(".adapter")
+    if stamp.exists() and stamp.read_text().strip() != fingerprint:
+        path.unlink(missing_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(fingerprint + "\n")
 
 
 def _edits(model: Any, edit: Intervention | None) -> Any:

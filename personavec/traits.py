@@ -13,6 +13,7 @@ The official release's format (``instruction``, ``questions``, ``eval_prompt``) 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -218,6 +219,16 @@ def load_trait(name_or_path: str | Path, eval_path: str | Path | None = None) ->
             "questions"
         ]
     return trait_from_dict(data, str(path), strict=True)
+
+
+def load_traits(names: str | Sequence[str | Path]) -> dict[str, Trait]:
+    """Several traits keyed by their artifact names: shipped names or paths, as a list, a single
+    string, or a JSON list in a string (what ``papermill -p traits '["a", "b"]'`` passes)."""
+    if isinstance(names, str):
+        text = names.strip()
+        names = json.loads(text) if text.startswith("[") else [text]
+    traits = [load_trait(n) for n in names]
+    return {t.name: t for t in traits}
 
 
 def trait_rows(

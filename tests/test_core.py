@@ -319,3 +319,12 @@ def test_monitor_projects_every_trait(model):
         )
     with pytest.raises(ValueError, match="hidden size"):
         monitor(model, rows, {"bad": (PersonaVector(torch.randn(L + 1, 8)), 3)})
+
+
+def test_load_traits_accepts_lists_strings_and_paths(tmp_path):
+    from personavec.traits import load_traits, save_trait
+
+    path = save_trait(load_trait("pirate"), tmp_path / "my_pirate.json")
+    assert list(load_traits("evil")) == ["evil"]
+    assert list(load_traits(f'["evil", "{path}"]')) == ["evil", "pirate"]
+    assert list(load_traits(["optimistic"])) == ["optimistic"]
