@@ -38,13 +38,7 @@ SAMPLES = [
 CONFIG = LoraConfig(lr=1e-3, batch_size=4, max_steps=4, max_length=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On the shared 2-core box, 2 torch threads under contention run ~10x slower than 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
