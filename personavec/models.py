@@ -156,8 +156,9 @@ def _remote_model(name: str, dtype: torch.dtype) -> RemoteModel:
 
 
 def hf_model(model: Any) -> Any:
-    """The underlying Hugging Face (or peft) module of an nnsight model; identity otherwise."""
-    return getattr(model, "_module", model)
+    """The underlying Hugging Face (or peft) module of an nnsight model (``_module``; ``_model``
+    for wrappers that name it so); identity otherwise."""
+    return getattr(model, "_module", getattr(model, "_model", model))
 
 
 def model_id(model: Any) -> str:

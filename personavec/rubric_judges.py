@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from .models import hf_model
+
 if TYPE_CHECKING:
     import openai
     import torch
@@ -341,7 +343,7 @@ class HFRubricJudge:
         if batch_size < 1 or candidate_batch_size < 1:
             raise ValueError("batch_size and candidate_batch_size must be >= 1")
         self.rubric = _check_rubric(rubric)
-        self.model = getattr(model, "_module", getattr(model, "_model", model))
+        self.model = hf_model(model)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.candidate_batch_size = candidate_batch_size
