@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -30,6 +30,9 @@ from .results import cache_dir
 from .steering import Intervention, Position, steer
 from .traits import Trait, trait_rows
 from .vectors import PersonaVector
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
@@ -56,11 +59,13 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 8,
     desc: str = "evaluate",
+    engine: Engine | None = None,
 ) -> pd.DataFrame:
     """Generate answers for ``rows`` (under any active steering or adapter) and judge them.
 
     ``judge_model`` is the model the offline judges read with (default: ``model``); pass the
-    base model when ``model`` is finetuned or steered, so scores stay comparable.
+    base model when ``model`` is finetuned or steered, so scores stay comparable. ``engine``
+    samples unsteered answers elsewhere (``personavec.engines``).
     """
     answers = generate(
         model,
@@ -72,6 +77,7 @@ def evaluate(
         batch_size=batch_size,
         out_path=out_path,
         desc=desc,
+        engine=engine,
     )
     reader = judge_model if judge_model is not None else model
     cache = ScoreCache(cache_dir() / "judge_scores.sqlite")
@@ -128,6 +134,7 @@ def build_training_sets(
     seed: int = 0,
     batch_size: int = 8,
     out_dir: Path,
+    engine: Engine | None = None,
 ) -> dict[str, list[Sample]]:
     """The paper's finetuning datasets, made here, written as chat JSONL with a card each.
 
@@ -135,6 +142,7 @@ def build_training_sets(
     system prompts (sampled with ``seed + 1``, so not the answers the vector came from), stored
     without the system prompt, at levels normal / I / II. Unintended ("mistakes"): arithmetic
     word problems with correct worked answers vs subtly wrong ones, at the same levels.
+    ``engine`` samples the base model's answers elsewhere (``personavec.engines``).
     """
     out: dict[str, list[Sample]] = {}
     for trait in traits:
@@ -148,6 +156,7 @@ def build_training_sets(
             batch_size=batch_size,
             out_path=out_dir / "source" / f"{trait.name}.jsonl",
             desc=f"{trait.name} training answers",
+            engine=engine,
         )
         for level in levels:
             out[f"{trait.name}_{level}"] = intended_dataset(answers, level, seed)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
@@ -25,6 +25,9 @@ from .vectors import (
     layer_separation,
     load_vector,
 )
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 STEM = "01_extraction"
 
@@ -61,12 +64,14 @@ def extract_trait(
     coherence_min: float = 50.0,
     batch_size: int = 8,
     out_dir: Path | None = None,
+    engine: Engine | None = None,
 ) -> Extraction:
     """Run the extraction pipeline for one trait and save its vectors.
 
     Answers go to ``out_dir/responses/<trait>.jsonl`` (resumable), judge scores to the shared
     score cache, vectors to ``out_dir/vectors/<trait>_<variant>.safetensors`` with the chosen
-    layer in their metadata. ``out_dir`` defaults to ``results/01_extraction``.
+    layer in their metadata. ``out_dir`` defaults to ``results/01_extraction``. ``engine``
+    samples the answers elsewhere (``personavec.engines``: vLLM); capture stays on nnsight.
     """
     trait = trait if isinstance(trait, Trait) else load_trait(trait)
     out_dir = out_dir or results_dir(STEM)
@@ -83,6 +88,7 @@ def extract_trait(
         seed=seed,
         batch_size=batch_size,
         desc=f"{trait.name} answers",
+        engine=engine,
     )
     vectors, acts, kept = extract_vectors(
         model,

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from .activations import capture_means
 from .datasets import LEVELS, Sample, mix
 from .generation import chat_prompt
-from .models import check_layer, hf_model, model_id
+from .models import check_layer, has_adapter, hf_model, model_id
 from .steering import Intervention, hook_edits
 from .vectors import PersonaVector
 
@@ -162,9 +162,8 @@ def _lora(hf: Any, config: LoraConfig, state: Mapping[str, torch.Tensor] | None)
     exit: the original ``Linear`` modules go back, with their weights untouched, and the
     ``requires_grad`` flags and train/eval mode are restored."""
     import peft
-    from peft.tuners.tuners_utils import BaseTunerLayer
 
-    if hasattr(hf, "peft_config") or any(isinstance(m, BaseTunerLayer) for m in hf.modules()):
+    if has_adapter(hf):
         raise RuntimeError(
             "the model already has a LoRA adapter attached: adapted()/finetune() do not nest"
         )

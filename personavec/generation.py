@@ -12,13 +12,18 @@ import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .engines import prompt_seeds
+from .models import has_adapter
 from .steering import active, apply_in_trace
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 
 def chat_prompt(
@@ -90,6 +95,16 @@ def _generate_batch(
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
+def local_only(model: Any) -> str | None:
+    """Why ``model`` must generate through nnsight right now (steering or a LoRA adapter is
+    active, which an external engine would not see), or ``None``."""
+    if active(model):
+        return "steering is active"
+    if has_adapter(model):
+        return "a LoRA adapter is injected"
+    return None
+
+
 def _run_batches(
     model: Any,
     prompts: Sequence[str],
@@ -102,13 +117,32 @@ def _run_batches(
     batch_size: int,
     desc: str,
     skip: Callable[[list[int]], bool] = lambda idx: False,
+    engine: Engine | None = None,
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices, answers) batch by batch; each batch is seeded from its content, so a
-    resumed run samples the same as an uninterrupted one. ``skip(idx)`` drops finished batches."""
+    resumed run samples the same as an uninterrupted one. ``skip(idx)`` drops finished batches.
+    With an ``engine`` the batches are ``engine.batch_size`` long and each prompt gets its own
+    seed from its key."""
+    if engine is not None and (why := local_only(model)) is not None:
+        raise ValueError(
+            f"{why}: it exists only in the local nnsight model, so engine {engine.id!r} cannot "
+            "generate here; use engine=None (the notebooks' engine='local') for this call"
+        )
     tok = model.tokenizer
-    lengths = [len(tok(p, add_special_tokens=False).input_ids) for p in prompts]
-    batches = [b for b in _buckets(lengths, batch_size) if not skip(b)]
+    ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+    size = engine.batch_size if engine is not None else batch_size
+    batches = [b for b in _buckets([len(x) for x in ids], size) if not skip(b)]
     for idx in tqdm(batches, desc=desc):
+        if engine is not None:
+            answers = engine.complete(
+                [ids[i] for i in idx],
+                prompt_seeds(seed, [seed_keys[i] for i in idx]),
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_p=top_p,
+            )
+            yield idx, [a.strip() for a in answers]
+            continue
         blob = "\x00".join(seed_keys[i] for i in idx)
         torch.manual_seed(seed * 1_000_003 + int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16))
         batch = [prompts[i] for i in idx]
@@ -125,8 +159,10 @@ def generate_texts(
     seed: int = 0,
     batch_size: int = 8,
     desc: str = "generate",
+    engine: Engine | None = None,
 ) -> list[str]:
-    """Generate one answer per chat-template prompt (batched by length, left-padded, seeded)."""
+    """Generate one answer per chat-template prompt (batched by length, left-padded, seeded);
+    ``engine`` samples elsewhere (``personavec.engines``) instead of through nnsight."""
     out = [""] * len(prompts)
     keys = [f"{p}\x01{i}" for i, p in enumerate(prompts)]
     for idx, answers in _run_batches(
@@ -139,6 +175,7 @@ def generate_texts(
         seed=seed,
         batch_size=batch_size,
         desc=desc,
+        engine=engine,
     ):
         for i, text in zip(idx, answers, strict=True):
             out[i] = text
@@ -182,6 +219,12 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    """Append records, one JSON object per line (read back with :func:`_read_jsonl`)."""
+    with path.open("a", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+
+
 def generate(
     model: Any,
     rows: pd.DataFrame,
@@ -194,19 +237,28 @@ def generate(
     batch_size: int = 8,
     out_path: str | Path | None = None,
     desc: str = "generate",
+    engine: Engine | None = None,
 ) -> pd.DataFrame:
     """Answer every row (``system``, ``question``, optional ``history``) ``n_samples`` times.
 
     Other columns (trait, polarity, instruction, ...) are carried into the result, which adds
     ``sample``, ``prompt`` and ``answer``. With ``out_path`` each finished batch is appended to
-    that JSONL file and a rerun with the same settings resumes where it stopped.
+    that JSONL file and a rerun with the same settings resumes where it stopped. ``engine``
+    (``personavec.engines``: a vLLM server or vLLM in-process) samples the unsteered base model
+    faster at scale; its answers are cached under their own key, apart from local ones.
 
     Example:
         >>> rows = pd.DataFrame({"system": ["You are a pirate."], "question": ["Hi?"]})
         >>> generate(model, rows, out_path="answers.jsonl")  # doctest: +SKIP
     """
+    engine_id = {"engine": engine.id} if engine is not None else {}
     key = _settings_key(
-        model, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
+        model,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
+        **engine_id,
     )
     jobs: list[dict[str, Any]] = []
     for rec, prompt in zip(
@@ -238,6 +290,7 @@ def generate(
         seed=seed,
         batch_size=batch_size,
         desc=desc,
+        engine=engine,
     ):
         new = []
         for i, ans in zip(idx, answers, strict=True):
@@ -251,8 +304,7 @@ def generate(
                 }
             )
         if path is not None:
-            with path.open("a", encoding="utf-8") as f:
-                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in new)
+            _append_jsonl(path, new)
     result = pd.DataFrame(jobs)
     result["answer"] = [done[(j["prompt"], j["sample"])] for j in jobs]
     return result

@@ -161,6 +161,14 @@ def hf_model(model: Any) -> Any:
     return getattr(model, "_module", getattr(model, "_model", model))
 
 
+def has_adapter(model: Any) -> bool:
+    """Whether a peft adapter (e.g. LoRA from ``finetuning.adapted``) is injected in the model."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    hf = hf_model(model)
+    return hasattr(hf, "peft_config") or any(isinstance(m, BaseTunerLayer) for m in hf.modules())
+
+
 def model_id(model: Any) -> str:
     """A readable identifier of the loaded model (written into vector and result metadata)."""
     hf = hf_model(model)

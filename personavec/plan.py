@@ -127,6 +127,7 @@ class Work:
     """Running totals of one notebook's work (see :func:`plan` for the meaning of each)."""
 
     generations: int = 0
+    engine_generations: int = 0
     generated_tokens: int = 0
     generation_prompt_tokens: int = 0
     judge_calls_trait: int = 0
@@ -147,10 +148,17 @@ class Work:
     truncated: tuple[int, int] = (0, 0)  # (longest training sequence, max_length) when cut
 
     def generate(
-        self, prompt_tokens: Sequence[int], max_new_tokens: int, n_samples: int = 1
+        self,
+        prompt_tokens: Sequence[int],
+        max_new_tokens: int,
+        n_samples: int = 1,
+        *,
+        engine: bool = False,
     ) -> None:
-        """``n_samples`` answers of up to ``max_new_tokens`` to each prompt."""
+        """``n_samples`` answers of up to ``max_new_tokens`` to each prompt; ``engine``: the
+        notebook routes them to its ``engine`` parameter (unsteered base-model samples)."""
         self.generations += len(prompt_tokens) * n_samples
+        self.engine_generations += len(prompt_tokens) * n_samples if engine else 0
         self.generation_prompt_tokens += sum(prompt_tokens) * n_samples
         self.generated_tokens += len(prompt_tokens) * n_samples * max_new_tokens
 
@@ -238,6 +246,7 @@ class Work:
         }
         return {
             "generations": self.generations,
+            "engine_generations": self.engine_generations,
             "generated_tokens": self.generated_tokens,
             "judge_calls_trait": self.judge_calls_trait,
             "judge_calls_coherence": self.judge_calls_coherence,
@@ -287,10 +296,11 @@ def _evaluate(
     judge: str,
     max_new_tokens: int,
     n_samples: int = 1,
+    engine: bool = False,
 ) -> None:
     """``evaluation.evaluate``: generate, then trait judge + offline coherence judge."""
     prompts = [_prompt(s, q) for s, q in rows]
-    work.generate(prompts, max_new_tokens, n_samples)
+    work.generate(prompts, max_new_tokens, n_samples, engine=engine)
     pairs = [(tokens(q), max_new_tokens) for _, q in rows for _ in range(n_samples)]
     work.judge(judge, trait, pairs, coherence=True)
 
@@ -299,7 +309,7 @@ def _extract(work: Work, trait: Trait, p: dict[str, Any], **kw: Any) -> int:
     """``extraction.extract_trait``; returns the upper bound on kept pos questions."""
     rows = _extraction_prompts(trait, kw.get("n_questions"), kw.get("n_instructions"))
     n_samples, max_new = kw.get("n_samples", 1), kw.get("max_new_tokens", 48)
-    _evaluate(work, trait, rows, kw.get("judge", p["judge"]), max_new, n_samples)
+    _evaluate(work, trait, rows, kw.get("judge", p["judge"]), max_new, n_samples, engine=True)
     # every pair passes the filter (upper bound): each answer is captured with its prompt
     work.capture([_prompt(s, q) + max_new for s, q in rows for _ in range(n_samples)])
     return len(trait.extraction_questions[: kw.get("n_questions")])
@@ -349,7 +359,7 @@ def _training_sets(
     out: dict[str, tuple[list[tuple[str, int]], int]] = {}
     for trait in traits:
         rows = _extraction_prompts(trait, n_questions, 1)
-        work.generate([_prompt(s, q) for s, q in rows], max_new_tokens)
+        work.generate([_prompt(s, q) for s, q in rows], max_new_tokens, engine=True)
         questions = list(trait.extraction_questions[:n_questions])
         samples = [(q, max_new_tokens) for q in questions]  # one pos/neg pair per question
         seq = max(_prompt(None, q) + max_new_tokens + 1 for q in questions)
@@ -416,7 +426,7 @@ def _plan_00(p: dict[str, Any], standalone: bool) -> Work:
     artifacts = {t: load_trait(t) for t in p["traits"]}
     for trait in artifacts.values():
         rows = _extraction_prompts(trait, p["n_questions"], p["n_instructions"])
-        _evaluate(work, trait, rows, p["judge"], p["max_new_tokens"], p["n_samples"])
+        _evaluate(work, trait, rows, p["judge"], p["max_new_tokens"], p["n_samples"], engine=True)
     labelled = [json.loads(line) for line in LABELLED_PATH.read_text("utf-8").splitlines() if line]
     for spec in [p["judge"], *p["rubric_judges"]]:
         for name, trait in artifacts.items():
@@ -452,7 +462,7 @@ def _plan_01(p: dict[str, Any], standalone: bool) -> Work:
         shots = [k for k in p["many_shot"] if k <= n_examples]
         many = [_prompt(NEUTRAL_SYSTEM, q, k, max_new) for k in shots for q in questions]
         prompts = graded + many
-        work.generate(prompts, max_new)
+        work.generate(prompts, max_new, engine=True)
         work.judge(p["judge"], trait, [(tokens(q), max_new) for q in questions] * (8 + len(shots)))
         work.capture(prompts)  # last-prompt-token projections
     # multi-trait dashboard: every trait's graded prompts, one capture
@@ -566,7 +576,7 @@ def _plan_04(p: dict[str, Any], standalone: bool, upstream: dict[str, Any]) -> W
     # projection difference: greedy base answers to every distinct prompt (one shared cache),
     # then one capture of each dataset response and each base response
     distinct = {q for samples, _ in datasets.values() for q, _ in samples}
-    work.generate([_prompt(None, q) for q in sorted(distinct)], max_new)
+    work.generate([_prompt(None, q) for q in sorted(distinct)], max_new, engine=True)
     for samples, _ in datasets.values():
         work.capture([_prompt(None, q) + a for q, a in samples])
         work.capture([_prompt(None, q) + max_new for q, _ in samples])
@@ -685,6 +695,7 @@ def plan(
 
 _ROWS = (
     ("generations", "generations (answers sampled)"),
+    ("engine_generations", "  of which engine= may sample (vLLM)"),
     ("generated_tokens", "generated tokens (upper bound)"),
     ("judge_calls_trait", "trait judge calls"),
     ("judge_calls_coherence", "coherence judge calls (offline)"),
@@ -751,7 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         total_cost = [w["api_cost_usd"] for w in plans]
         cost = None if None in total_cost else sum(total_cost)
         print(
-            f"\nall notebooks: {_fmt(sum(w['generations'] for w in plans))} generations, "
+            f"\nall notebooks: {_fmt(sum(w['generations'] for w in plans))} generations "
+            f"({_fmt(sum(w['engine_generations'] for w in plans))} of them by engine= if set), "
             f"{_fmt(sum(w['api_judge_calls'] for w in plans))} API judge calls, "
             f"{_fmt(sum(w['forward_tokens'] for w in plans))} forward tokens, "
             f"{_fmt(sum(w['train_steps'] for w in plans))} optimizer steps, "

@@ -12,13 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,9 +25,12 @@ from tqdm.auto import tqdm
 
 from .activations import capture_means
 from .datasets import DatasetError, Sample, _atomic_write_text, read_samples
-from .generation import _run_batches, _settings_key, chat_prompt
+from .generation import _append_jsonl, _read_jsonl, _run_batches, _settings_key, chat_prompt
 from .models import check_layer, model_id
 from .vectors import PersonaVector, project
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 Vectors = Mapping[str, tuple[PersonaVector, int]]
 """Trait name -> (persona vector, ``hidden_states`` layer to project at)."""
@@ -61,30 +63,12 @@ def chat_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
 
 
 def _read_cache(path: Path, key: str) -> dict[str, str]:
-    """Cached answers for ``key``; malformed (torn) lines are skipped."""
-    done: dict[str, str] = {}
-    if not path.exists():
-        return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict) and rec.get("settings") == key and "prompt" in rec:
-            done[str(rec["prompt"])] = str(rec.get("answer", ""))
-    return done
-
-
-def _append(path: Path, records: list[dict[str, Any]]) -> None:
-    torn = False
-    if path.exists() and path.stat().st_size > 0:
-        with path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            torn = f.read(1) != b"\n"
-    with path.open("a", encoding="utf-8") as f:
-        if torn:  # an interrupted write left half a line: close it so new records stay readable
-            f.write("\n")
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    """Cached answers for ``key`` (a torn last line from an interrupted write is cut off)."""
+    return {
+        str(r["prompt"]): str(r.get("answer", ""))
+        for r in _read_jsonl(path)
+        if isinstance(r, dict) and r.get("settings") == key and "prompt" in r
+    }
 
 
 def base_responses(
@@ -96,6 +80,7 @@ def base_responses(
     temperature: float = 0.0,
     seed: int = 0,
     batch_size: int = 8,
+    engine: Engine | None = None,
 ) -> list[str]:
     """The model's own answer to each prompt (greedy by default), resumable.
 
@@ -107,6 +92,8 @@ def base_responses(
             appended and a rerun with the same settings reuses what is there.
         max_new_tokens, temperature, seed, batch_size: generation settings (``temperature=0``
             decodes greedily, so the answers do not depend on ``seed``).
+        engine: sample through a vLLM server or vLLM in-process (``personavec.engines``)
+            instead of nnsight; cached under its own key.
 
     Example:
         >>> base_responses(model, ["What is 2+2?"], out_path="base.jsonl")  # doctest: +SKIP
@@ -118,6 +105,7 @@ def base_responses(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed if temperature > 0 else None,
+        **({"engine": engine.id} if engine is not None else {}),
     )
     path = Path(out_path) if out_path is not None else None
     done = _read_cache(path, key) if path is not None else {}
@@ -134,6 +122,7 @@ def base_responses(
         seed=seed,
         batch_size=batch_size,
         desc="base responses",
+        engine=engine,
     ):
         new = [
             {"prompt": todo[i], "answer": a, "settings": key}
@@ -141,7 +130,7 @@ def base_responses(
         ]
         done.update((r["prompt"], r["answer"]) for r in new)
         if path is not None:
-            _append(path, new)
+            _append_jsonl(path, new)
     return [done[p] for p in texts]
 
 
@@ -191,6 +180,7 @@ def projection_difference(
     base_cache: str | os.PathLike[str] | None = None,
     batch_size: int = 8,
     max_new_tokens: int = 64,
+    engine: Engine | None = None,
 ) -> pd.DataFrame:
     """Per-sample projection of the dataset response minus that of the base model's response.
 
@@ -202,6 +192,7 @@ def projection_difference(
             greedily with :func:`base_responses` (cached in ``base_cache`` if given).
         batch_size: samples per generation batch and per traced pass.
         max_new_tokens: length of generated base responses.
+        engine: where base responses are sampled (``personavec.engines``; default nnsight).
 
     Returns:
         One row per sample, in input order: ``index``, ``prompt``, ``response``,
@@ -221,6 +212,7 @@ def projection_difference(
             out_path=base_cache,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
+            engine=engine,
         )
     elif len(base) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(base)} base responses")

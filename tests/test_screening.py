@@ -79,11 +79,11 @@ def test_base_cache_survives_a_torn_line_and_other_settings(model, base, tmp_pat
         model, [QUESTIONS[2], "Hi."], out_path=cache, max_new_tokens=MAX_NEW
     )
     assert out[0] == base[1][2]
-    assert len(_lines(cache)) == len(QUESTIONS) + 2  # torn line closed, one new answer
+    assert len(_lines(cache)) == len(QUESTIONS) + 1  # torn line cut off, one new answer
     assert json.loads(_lines(cache)[-1])["answer"] == out[1]
     # different settings do not read the cache
     other = screening.base_responses(model, [QUESTIONS[2]], out_path=cache, max_new_tokens=2)
-    assert len(_lines(cache)) == len(QUESTIONS) + 3
+    assert len(_lines(cache)) == len(QUESTIONS) + 2
     assert other[0] != out[0]
 
 
