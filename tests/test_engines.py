@@ -4,16 +4,15 @@ the in-process engine's argument passing, and the refusals (steering, adapters, 
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 import types
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pandas as pd
 import pytest
 import torch
+from fake_http import JsonServer
 
 from personavec import screening
 from personavec.engines import ServerEngine, VLLMEngine, make_engine, prompt_seeds
@@ -35,63 +34,44 @@ class CompletionsServer:
     the first ``fail_first`` requests get HTTP 500."""
 
     def __init__(self, model: Any) -> None:
-        self.requests: list[dict[str, Any]] = []
         self.fail_first = 0
-        lock = threading.Lock()
-        hf, tok, outer = hf_model(model), model.tokenizer, self
+        self._hf, self._tok = hf_model(model), model.tokenizer
+        self._lock = threading.Lock()  # one generation at a time on the shared model
+        self._http = JsonServer(self._respond)
+        self.url = self._http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self._http.bodies
 
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    outer.requests.append(body)
-                    if len(outer.requests) <= outer.fail_first or not self.path.endswith(
-                        "/completions"
-                    ):
-                        self.send_error(500, "boom")
-                        return
-                    ids = torch.tensor([body["prompt"]])
-                    sample = body.get("temperature", 1.0) > 0
-                    if sample:
-                        torch.manual_seed(body["seed"])
-                    with torch.no_grad():
-                        out = hf.generate(
-                            input_ids=ids,
-                            attention_mask=torch.ones_like(ids),
-                            max_new_tokens=body["max_tokens"],
-                            do_sample=sample,
-                            pad_token_id=tok.pad_token_id,
-                            **({"temperature": body["temperature"]} if sample else {}),
-                        )
-                text = tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
-                data = json.dumps(
-                    {
-                        "id": "cmpl-1",
-                        "object": "text_completion",
-                        "created": 0,
-                        "model": body["model"],
-                        "choices": [
-                            {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
-                        ],
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def _respond(self, path: str, body: dict[str, Any], n: int) -> tuple[int, Any]:
+        if n <= self.fail_first or not path.endswith("/completions"):
+            return 500, "boom"
+        ids = torch.tensor([body["prompt"]])
+        sample = body.get("temperature", 1.0) > 0
+        with self._lock, torch.no_grad():
+            if sample:
+                torch.manual_seed(body["seed"])
+            out = self._hf.generate(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=body["max_tokens"],
+                do_sample=sample,
+                pad_token_id=self._tok.pad_token_id,
+                **({"temperature": body["temperature"]} if sample else {}),
+            )
+        text = self._tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+        choice = {"index": 0, "text": text, "finish_reason": "length", "logprobs": None}
+        return 200, {
+            "id": f"cmpl-{n}",
+            "object": "text_completion",
+            "created": 0,
+            "model": body["model"],
+            "choices": [choice],
+        }
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._http.close()
 
 
 @pytest.fixture

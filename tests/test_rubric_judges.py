@@ -3,12 +3,10 @@ local HF judge on a tiny randomly initialised Llama (made a bigram model to forc
 
 from __future__ import annotations
 
-import json
 import math
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_http import JsonServer
 
 from personavec.rubric_judges import (
     NUMBERS,
@@ -99,52 +97,26 @@ class _Server:
     """
 
     def __init__(self) -> None:
-        self.requests: list[dict] = []
         self.fail_first = 0
         self.always_fail = False
-        self.lock = threading.Lock()
-        outer = self
+        self._http = JsonServer(self._respond)
+        self.requests = self._http.requests
+        self.url = self._http.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep pytest output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with outer.lock:
-                    outer.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "body": body}
-                    )
-                    fail = outer.always_fail or len(outer.requests) <= outer.fail_first
-                if fail:
-                    self._send(500, {"error": {"message": "boom", "type": "server_error"}})
-                    return
-                prompt = body["messages"][0]["content"]
-                if "REFUSE" in prompt:
-                    top = {"REF": 0.9, "I": 0.08, "5": 0.02}
-                elif "num=" in prompt:
-                    top = {prompt.split("num=")[1].split()[0]: 1.0}
-                else:
-                    top = {"20": 0.5, "80": 0.25, "I": 0.25}
-                self._send(200, _completion(top))
-
-            def _send(self, code: int, payload: dict) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+    def _respond(self, path: str, body: dict, n: int) -> tuple[int, dict]:
+        if self.always_fail or n <= self.fail_first:
+            return 500, {"error": {"message": "boom", "type": "server_error"}}
+        prompt = body["messages"][0]["content"]
+        if "REFUSE" in prompt:
+            top = {"REF": 0.9, "I": 0.08, "5": 0.02}
+        elif "num=" in prompt:
+            top = {prompt.split("num=")[1].split()[0]: 1.0}
+        else:
+            top = {"20": 0.5, "80": 0.25, "I": 0.25}
+        return 200, _completion(top)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._http.close()
 
 
 @pytest.fixture

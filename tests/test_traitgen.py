@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import copy
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fake_http import JsonServer
 
 from personavec import traitgen
 from personavec.traitgen import (
@@ -82,76 +81,58 @@ def _invalid(artifact: dict[str, Any]) -> dict[str, Any]:
 
 
 class FakeServer:
-    """Serves ``replies`` in order (the last one repeats) and records request bodies."""
+    """Serves ``replies`` in order (the last one repeats) and records request bodies; a reply
+    "HTTP <code> <message>" is sent as that error status."""
 
     def __init__(self, replies: list[str]) -> None:
         self.replies = list(replies)
-        self.requests: list[dict[str, Any]] = []
-        self.headers: list[dict[str, str]] = []
-        server = self
+        self._http = JsonServer(self._respond)
+        self.url, self.root = self._http.url, self._http.root
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                server.headers.append({k.lower(): v for k, v in self.headers.items()})
-                i = min(len(server.requests), len(server.replies)) - 1
-                text = server.replies[i]
-                if text.startswith("HTTP "):  # "HTTP 401 body": an error status
-                    code, _, message = text[5:].partition(" ")
-                    self.send_error(int(code), message)
-                    return
-                if self.path.endswith("/chat/completions"):
-                    payload = {
-                        "id": f"chatcmpl-{len(server.requests)}",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": body.get("model", "fake"),
-                        "choices": [
-                            {
-                                "index": 0,
-                                "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop",
-                            }
-                        ],
-                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self._http.bodies
+
+    @property
+    def headers(self) -> list[dict[str, str]]:
+        return [r["headers"] for r in self._http.requests]
+
+    def _respond(self, path: str, body: dict[str, Any], n: int) -> tuple[int, Any]:
+        text = self.replies[min(n, len(self.replies)) - 1]
+        if text.startswith("HTTP "):  # "HTTP 401 body": an error status
+            code, _, message = text[5:].partition(" ")
+            return int(code), message
+        if path.endswith("/chat/completions"):
+            return 200, {
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": body.get("model", "fake"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
                     }
-                elif self.path.endswith("/v1/messages"):
-                    payload = {
-                        "id": "msg_1",
-                        "type": "message",
-                        "role": "assistant",
-                        "model": body.get("model", "fake"),
-                        "content": [{"type": "text", "text": text}],
-                        "stop_reason": "end_turn",
-                    }
-                else:
-                    self.send_error(404)
-                    return
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.root = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.url = self.root + "/v1"
-        self.thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
-        )
-        self.thread.start()
+                ],
+                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            }
+        if path.endswith("/v1/messages"):
+            return 200, {
+                "id": "msg_1",
+                "type": "message",
+                "role": "assistant",
+                "model": body.get("model", "fake"),
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+            }
+        return 404, "not found"
 
     def prompt(self, i: int) -> str:
         return self.requests[i]["messages"][-1]["content"]
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._http.close()
 
 
 @pytest.fixture
