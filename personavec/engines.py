@@ -23,19 +23,18 @@ import importlib
 import random
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from .rubric_judges import call_with_retries, openai_client
 
 
-@runtime_checkable
-class Engine(Protocol):
-    """What :func:`personavec.generation.generate` needs from a sampling engine."""
+class Engine:
+    """What :func:`personavec.generation.generate` needs from a sampling engine: ``id`` (names
+    the engine and its model; part of the key under which answers are cached), ``batch_size``
+    (prompts handed over per call and per appended JSONL batch) and :meth:`complete`."""
 
     id: str
-    """Names the engine and its model; part of the key under which answers are cached."""
     batch_size: int
-    """Prompts handed over per call (and per appended JSONL batch)."""
 
     def complete(
         self,
@@ -46,16 +45,19 @@ class Engine(Protocol):
         temperature: float,
         top_p: float,
     ) -> list[str]:
-        """One sampled continuation (text, special tokens removed) per prompt."""
-        ...
+        """One sampled continuation (text, special tokens removed) per prompt, in order."""
+        if len(prompt_ids) != len(seeds):
+            raise ValueError(f"{len(prompt_ids)} prompts but {len(seeds)} seeds")
+        settings = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        return self._complete([list(ids) for ids in prompt_ids], list(seeds), settings)
+
+    def _complete(
+        self, prompt_ids: list[list[int]], seeds: list[int], settings: dict[str, Any]
+    ) -> list[str]:
+        raise NotImplementedError
 
 
-def _check_lengths(prompt_ids: Sequence[Sequence[int]], seeds: Sequence[int]) -> None:
-    if len(prompt_ids) != len(seeds):
-        raise ValueError(f"{len(prompt_ids)} prompts but {len(seeds)} seeds")
-
-
-class ServerEngine:
+class ServerEngine(Engine):
     """Sampling through an OpenAI-compatible completions server (e.g. ``vllm serve``).
 
     Args:
@@ -99,10 +101,10 @@ class ServerEngine:
         self.id = f"server:{model}@{self.base_url}"
         self._client = openai_client(self.base_url, api_key_env, timeout)
 
-    def _one(self, ids: Sequence[int], seed: int, kw: dict[str, Any]) -> str:
+    def _one(self, ids: list[int], seed: int, settings: dict[str, Any]) -> str:
         def call() -> str:
             resp = self._client.completions.create(
-                model=self.model, prompt=list(ids), seed=seed, n=1, **kw
+                model=self.model, prompt=ids, seed=seed, n=1, **settings
             )
             if not resp.choices:
                 raise RuntimeError("the server returned no choices")
@@ -112,27 +114,20 @@ class ServerEngine:
             call, retries=self.retries, base_delay=self.base_delay, what=f"{self.id} completion"
         )
 
-    def complete(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        seeds: Sequence[int],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
+    def _complete(
+        self, prompt_ids: list[list[int]], seeds: list[int], settings: dict[str, Any]
     ) -> list[str]:
-        """Sample one continuation per prompt; requests run concurrently, results keep order."""
-        _check_lengths(prompt_ids, seeds)
-        kw = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        """Requests run concurrently; results keep the prompts' order."""
         workers = max(1, min(self.max_concurrency, len(prompt_ids)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine") as pool:
             jobs = [
-                pool.submit(self._one, ids, s, kw) for ids, s in zip(prompt_ids, seeds, strict=True)
+                pool.submit(self._one, ids, s, settings)
+                for ids, s in zip(prompt_ids, seeds, strict=True)
             ]
             return [j.result() for j in jobs]
 
 
-class VLLMEngine:
+class VLLMEngine(Engine):
     """vLLM in the same process (``vllm.LLM``), for a GPU machine with vLLM installed.
 
     Args:
@@ -173,24 +168,12 @@ class VLLMEngine:
             model=model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs
         )
 
-    def complete(
-        self,
-        prompt_ids: Sequence[Sequence[int]],
-        seeds: Sequence[int],
-        *,
-        max_new_tokens: int,
-        temperature: float,
-        top_p: float,
+    def _complete(
+        self, prompt_ids: list[list[int]], seeds: list[int], settings: dict[str, Any]
     ) -> list[str]:
-        """Sample one continuation per prompt (one ``SamplingParams`` per prompt for its seed)."""
-        _check_lengths(prompt_ids, seeds)
-        params = [
-            self._vllm.SamplingParams(
-                n=1, temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=s
-            )
-            for s in seeds
-        ]
-        prompts = [{"prompt_token_ids": list(ids)} for ids in prompt_ids]
+        """One ``SamplingParams`` per prompt, for its seed."""
+        params = [self._vllm.SamplingParams(n=1, seed=s, **settings) for s in seeds]
+        prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
         return [out.outputs[0].text for out in outputs]
 
