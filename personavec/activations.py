@@ -45,8 +45,10 @@ def _tokenize_pairs(
 
 
 def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    m = mask.unsqueeze(-1).to(h.dtype)
-    return (h * m).sum(1) / m.sum(1).clamp(min=1)
+    """Mean over the masked positions, accumulated in float32 on the activations' device (the
+    masks are built on the CPU; a bf16 sum over hundreds of tokens would lose precision)."""
+    m = mask.to(h.device).unsqueeze(-1).float()
+    return (h.float() * m).sum(1) / m.sum(1).clamp(min=1)
 
 
 def capture_means(
@@ -112,5 +114,5 @@ def capture_means(
                 means[v] = torch.stack(rows[v], 1)
             tracer.stop()
         for v in variants:
-            out[v][idx] = means[v].float()
+            out[v][idx] = means[v].cpu()
     return out

@@ -127,6 +127,7 @@ def answer_logprobs(
     teacher-forced pass through any active steering (as a prefill: ``all``/``prompt`` edits).
     """
     hf = hf_model(model)
+    device = next(hf.parameters()).device
     tok = model.tokenizer
     edits = active(model) if steered else []
     out: list[tuple[float, int]] = []
@@ -138,11 +139,13 @@ def answer_logprobs(
             with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
                 apply_in_trace(model, edits, prefill=True)
                 out_logits = model.output.logits.save()
-            logits = out_logits.float()
+            logits = out_logits
         else:
             with torch.no_grad():
-                logits = hf(input_ids=ids, attention_mask=attn).logits.float()
-        lp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+                logits = hf(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+        # reduce to one number per token where the logits are (the vocab axis never leaves)
+        target = ids[:, 1:, None].to(logits.device)
+        lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, target).squeeze(-1).cpu()
         mask = rmask[:, 1:]
         out += [(float(lp[i][mask[i]].sum()), int(mask[i].sum())) for i in range(len(ids))]
     return out

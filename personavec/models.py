@@ -110,7 +110,10 @@ def load_model(
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return TransformersModel(hf, task="text-generation", tokenizer=tok)
+    # the pipeline nnsight builds would move a model without a device map to cuda:0 whenever a
+    # GPU exists; name the device the weights are on so they stay there
+    placed = {} if getattr(hf, "hf_device_map", None) else {"device": hf.device}
+    return TransformersModel(hf, task="text-generation", tokenizer=tok, **placed)
 
 
 class RemoteModel(TransformersModel):
