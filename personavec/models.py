@@ -104,16 +104,27 @@ def load_model(
         hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
     if device is not None:
         hf = hf.to(device)
+    return wrap_model(hf, tok)
+
+
+def wrap_model(hf: Any, tokenizer: Any) -> TransformersModel:
+    """Wrap a loaded Hugging Face causal LM for nnsight as :func:`load_model` does (eval mode,
+    left padding, a pad token, the model kept on the device its weights are on).
+
+    Raises:
+        ValueError: the tokenizer has no chat template (persona vectors need a chat model).
+    """
     hf.eval()
-    if tok.chat_template is None:
+    if tokenizer.chat_template is None:
+        name = getattr(hf, "name_or_path", type(hf).__name__)
         raise ValueError(f"model {name!r} has no chat template; persona vectors need a chat model")
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     # the pipeline nnsight builds would move a model without a device map to cuda:0 whenever a
     # GPU exists; name the device the weights are on so they stay there
     placed = {} if getattr(hf, "hf_device_map", None) else {"device": hf.device}
-    return TransformersModel(hf, task="text-generation", tokenizer=tok, **placed)
+    return TransformersModel(hf, task="text-generation", tokenizer=tokenizer, **placed)
 
 
 class RemoteModel(TransformersModel):
