@@ -13,35 +13,49 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from .batching import BatchSize, plan_batches, run_splitting
 from .models import residual_blocks
 from .steering import active, apply_in_trace
 
 VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
 
 
-def _tokenize_pairs(
+def _encode_pairs(
     tok: Any, prompts: Sequence[str], responses: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ids with masks for prompt tokens and response tokens."""
-    seqs, n_prompt = [], []
+) -> list[tuple[list[int], int]]:
+    """(prompt + response token ids, number of prompt tokens) of each pair."""
+    out = []
     for p, r in zip(prompts, responses, strict=True):
         p_ids = tok(p, add_special_tokens=False).input_ids
         r_ids = tok(r, add_special_tokens=False).input_ids if r else []
-        seqs.append(p_ids + r_ids)
-        n_prompt.append(len(p_ids))
-    width = max(len(s) for s in seqs)
-    pad = tok.pad_token_id
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    pmask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    rmask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, (s, n_p) in enumerate(zip(seqs, n_prompt, strict=True)):
+        out.append((p_ids + r_ids, len(p_ids)))
+    return out
+
+
+def _pad_pairs(
+    encoded: Sequence[tuple[list[int], int]], pad: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ids with the attention mask and masks of prompt and response tokens."""
+    width = max(len(s) for s, _ in encoded)
+    n = len(encoded)
+    ids = torch.full((n, width), pad, dtype=torch.long)
+    attn = torch.zeros((n, width), dtype=torch.long)
+    pmask = torch.zeros((n, width), dtype=torch.bool)
+    rmask = torch.zeros((n, width), dtype=torch.bool)
+    for i, (s, n_p) in enumerate(encoded):
         start = width - len(s)
         ids[i, start:] = torch.tensor(s)
         attn[i, start:] = 1
         pmask[i, start : start + n_p] = True
         rmask[i, start + n_p :] = True
     return ids, attn, pmask, rmask
+
+
+def _tokenize_pairs(
+    tok: Any, prompts: Sequence[str], responses: Sequence[str]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Left-padded ids with masks for prompt tokens and response tokens."""
+    return _pad_pairs(_encode_pairs(tok, prompts, responses), tok.pad_token_id)
 
 
 def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -56,7 +70,7 @@ def capture_means(
     prompts: Sequence[str],
     responses: Sequence[str] | None = None,
     *,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     variants: Sequence[str] = VARIANTS,
     desc: str = "capture",
 ) -> dict[str, torch.Tensor]:
@@ -66,13 +80,15 @@ def capture_means(
         model: nnsight model from ``load_model``; any active steering applies (prefill pass).
         prompts: chat-template prompt texts (ending where the assistant starts).
         responses: the assistant texts; ``None`` captures prompts only.
-        batch_size: samples per pass; batches are grouped by length to limit padding.
+        batch_size: samples per pass, or ``"auto"``: as many as fit the free memory, fewer for
+            longer sequences (``personavec.batching``). Batches are grouped by token length to
+            limit padding, and a batch that runs out of memory is split and retried.
         variants: which of ``response_avg``, ``prompt_avg``, ``prompt_last`` to return.
 
     Returns:
-        ``{variant: tensor [n, L+1, d]}`` in float32, row ``l`` = ``hidden_states[l]``.
-        Padding never enters a mean; a sample without response tokens gets zeros for
-        ``response_avg``.
+        ``{variant: tensor [n, L+1, d]}`` in float32 on the CPU, row ``l`` =
+        ``hidden_states[l]``. Padding never enters a mean; a sample without response tokens
+        gets zeros for ``response_avg``.
     """
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -85,14 +101,12 @@ def capture_means(
     n_layers = len(blocks)
     hidden = int(model.config.hidden_size)
     out = {v: torch.zeros(len(prompts), n_layers + 1, hidden) for v in variants}
-    lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
-    order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    encoded = _encode_pairs(tok, prompts, responses)
+    batches = plan_batches(model, [len(s) for s, _ in encoded], batch_size, capture=True)
     edits = active(model)
-    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc=desc, disable=len(batches) < 2):
-        ids, attn, pmask, rmask = _tokenize_pairs(
-            tok, [prompts[i] for i in idx], [responses[i] for i in idx]
-        )
+
+    def one_pass(idx: list[int]) -> dict[str, torch.Tensor]:
+        ids, attn, pmask, rmask = _pad_pairs([encoded[i] for i in idx], tok.pad_token_id)
         last = torch.zeros_like(pmask)
         last[torch.arange(len(idx)), pmask.long().cumsum(1).argmax(1)] = True
         masks = {"response_avg": rmask, "prompt_avg": pmask, "prompt_last": last}
@@ -113,6 +127,10 @@ def capture_means(
             for v in variants:
                 means[v] = torch.stack(rows[v], 1)
             tracer.stop()
-        for v in variants:
-            out[v][idx] = means[v].cpu()
+        return {v: means[v].cpu() for v in variants}
+
+    for batch in tqdm(batches, desc=desc, disable=len(batches) < 2):
+        for idx, means in run_splitting(one_pass, batch):
+            for v in variants:
+                out[v][idx] = means[v]
     return out

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from .activations import capture_means
+from .batching import BatchSize
 from .datasets import LEVELS, Sample, arithmetic_problems, mix, write_card, write_chat_jsonl
 from .finetuning import (
     FinetuneResult,
@@ -57,7 +58,7 @@ def evaluate(
     max_new_tokens: int = 48,
     temperature: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     desc: str = "evaluate",
     engine: Engine | None = None,
 ) -> pd.DataFrame:
@@ -132,7 +133,7 @@ def build_training_sets(
     max_new_tokens: int = 48,
     temperature: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     out_dir: Path,
     engine: Engine | None = None,
 ) -> dict[str, list[Sample]]:
@@ -218,7 +219,7 @@ def finetune_study(
     max_new_tokens: int = 48,
     temperature: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
 ) -> pd.DataFrame:
     """Finetune on each dataset, then measure every trait on the finetuned model.
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from .batching import BatchSize
 from .evaluation import evaluate
 from .results import results_dir
 from .traits import Trait, load_trait, trait_rows
@@ -62,7 +63,7 @@ def extract_trait(
     seed: int = 0,
     threshold: float = 50.0,
     coherence_min: float = 50.0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     out_dir: Path | None = None,
     engine: Engine | None = None,
 ) -> Extraction:

@@ -33,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .activations import capture_means
+from .batching import BatchSize
 from .datasets import LEVELS, Sample, mix
 from .generation import chat_prompt
 from .models import check_layer, has_adapter, hf_model, model_id
@@ -486,7 +487,9 @@ def _write_log(path: Path, result: FinetuneResult, model: Any) -> None:
 # --------------------------------------------------------------------------- finetuning shift
 
 
-def prompt_last_means(model: Any, prompts: Sequence[str], *, batch_size: int = 8) -> torch.Tensor:
+def prompt_last_means(
+    model: Any, prompts: Sequence[str], *, batch_size: BatchSize = 8
+) -> torch.Tensor:
     """Last-prompt-token activations ``[n, L+1, d]`` of ``model`` (adapted or not) on ``prompts``."""
     return capture_means(model, prompts, None, batch_size=batch_size, variants=("prompt_last",))[
         "prompt_last"

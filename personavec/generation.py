@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .batching import BatchSize, buckets, generation_batch_size, run_splitting
 from .engines import prompt_seeds
 from .models import has_adapter
 from .steering import active, apply_in_trace
@@ -61,12 +62,6 @@ def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
         system = rec["system"] if isinstance(rec["system"], str) else None
         prompts.append(chat_prompt(tokenizer, system, rec["question"], history))
     return prompts
-
-
-def _buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices grouped into batches of similar length (limits padding), in a stable order."""
-    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _generate_batch(
@@ -114,15 +109,16 @@ def _run_batches(
     temperature: float,
     top_p: float,
     seed: int,
-    batch_size: int,
+    batch_size: BatchSize,
     desc: str,
     skip: Callable[[list[int]], bool] = lambda idx: False,
     engine: Engine | None = None,
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices, answers) batch by batch; each batch is seeded from its content, so a
     resumed run samples the same as an uninterrupted one. ``skip(idx)`` drops finished batches.
-    With an ``engine`` the batches are ``engine.batch_size`` long and each prompt gets its own
-    seed from its key."""
+    ``batch_size`` may be ``"auto"`` (``personavec.batching``); a batch that runs out of memory
+    is split and retried. With an ``engine`` the batches are ``engine.batch_size`` long and
+    each prompt gets its own seed from its key."""
     if engine is not None and (why := local_only(model)) is not None:
         raise ValueError(
             f"{why}: it exists only in the local nnsight model, so engine {engine.id!r} cannot "
@@ -130,23 +126,31 @@ def _run_batches(
         )
     tok = model.tokenizer
     ids = [tok(p, add_special_tokens=False).input_ids for p in prompts]
-    size = engine.batch_size if engine is not None else batch_size
-    batches = [b for b in _buckets([len(x) for x in ids], size) if not skip(b)]
-    for idx in tqdm(batches, desc=desc):
-        if engine is not None:
-            answers = engine.complete(
-                [ids[i] for i in idx],
-                prompt_seeds(seed, [seed_keys[i] for i in idx]),
-                max_new_tokens=max_new_tokens,
-                temperature=temperature,
-                top_p=top_p,
-            )
-            yield idx, [a.strip() for a in answers]
-            continue
+    lengths = [len(x) for x in ids]
+    if engine is not None:
+        size = engine.batch_size
+    else:
+        size = generation_batch_size(model, lengths, max_new_tokens, batch_size)
+    batches = [b for b in buckets(lengths, size) if not skip(b)]
+
+    def local(idx: list[int]) -> list[str]:
         blob = "\x00".join(seed_keys[i] for i in idx)
         torch.manual_seed(seed * 1_000_003 + int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16))
         batch = [prompts[i] for i in idx]
-        yield idx, _generate_batch(model, batch, max_new_tokens, temperature, top_p)
+        return _generate_batch(model, batch, max_new_tokens, temperature, top_p)
+
+    for idx in tqdm(batches, desc=desc):
+        if engine is None:
+            yield from run_splitting(local, idx)
+            continue
+        answers = engine.complete(
+            [ids[i] for i in idx],
+            prompt_seeds(seed, [seed_keys[i] for i in idx]),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        yield idx, [a.strip() for a in answers]
 
 
 def generate_texts(
@@ -157,7 +161,7 @@ def generate_texts(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     desc: str = "generate",
     engine: Engine | None = None,
 ) -> list[str]:
@@ -234,7 +238,7 @@ def generate(
     temperature: float = 1.0,
     top_p: float = 1.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     out_path: str | Path | None = None,
     desc: str = "generate",
     engine: Engine | None = None,

@@ -26,7 +26,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .activations import _tokenize_pairs
+from .activations import _encode_pairs, _pad_pairs
+from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
 from .models import hf_model, model_id
 from .steering import active, apply_in_trace
@@ -117,7 +118,7 @@ def answer_logprobs(
     model: Any,
     prompts: Sequence[str],
     answers: Sequence[str],
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     *,
     steered: bool = False,
 ) -> list[tuple[float, int]]:
@@ -125,16 +126,17 @@ def answer_logprobs(
 
     Unsteered by default (judges read with the plain model); ``steered=True`` runs the
     teacher-forced pass through any active steering (as a prefill: ``all``/``prompt`` edits).
+    Batches are grouped by length; ``batch_size="auto"`` sizes them to the free memory.
     """
     hf = hf_model(model)
     device = next(hf.parameters()).device
     tok = model.tokenizer
     edits = active(model) if steered else []
-    out: list[tuple[float, int]] = []
-    for s in range(0, len(prompts), batch_size):
-        ids, attn, _, rmask = _tokenize_pairs(
-            tok, prompts[s : s + batch_size], answers[s : s + batch_size]
-        )
+    encoded = _encode_pairs(tok, prompts, answers)
+    out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
+
+    def one_pass(idx: list[int]) -> list[tuple[float, int]]:
+        ids, attn, _, rmask = _pad_pairs([encoded[i] for i in idx], tok.pad_token_id)
         if edits:
             with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
                 apply_in_trace(model, edits, prefill=True)
@@ -147,7 +149,13 @@ def answer_logprobs(
         target = ids[:, 1:, None].to(logits.device)
         lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, target).squeeze(-1).cpu()
         mask = rmask[:, 1:]
-        out += [(float(lp[i][mask[i]].sum()), int(mask[i].sum())) for i in range(len(ids))]
+        return [(float(lp[i][mask[i]].sum()), int(mask[i].sum())) for i in range(len(idx))]
+
+    batches = plan_batches(model, [len(s) for s, _ in encoded], batch_size, logits=True)
+    for batch in batches:
+        for idx, values in run_splitting(one_pass, batch):
+            for i, v in zip(idx, values, strict=True):
+                out[i] = v
     return out
 
 
@@ -161,7 +169,7 @@ class LikelihoodRatioJudge:
     """
 
     def __init__(
-        self, model: Any, trait: Trait, *, temperature: float = 0.1, batch_size: int = 8
+        self, model: Any, trait: Trait, *, temperature: float = 0.1, batch_size: BatchSize = 8
     ) -> None:
         self.model, self.trait, self.temperature, self.batch_size = (
             model,
@@ -206,7 +214,7 @@ class CoherenceJudge:
     factor = ``min(1, distinct word-trigram ratio / 0.7)``. An empty answer scores 0.
     """
 
-    def __init__(self, model: Any, *, batch_size: int = 8) -> None:
+    def __init__(self, model: Any, *, batch_size: BatchSize = 8) -> None:
         self.model, self.batch_size = model, batch_size
         self.id = f"coherence:{model_id(model)}"
         self.rubric = "fluency sigmoid((lp+5)/0.75) x min(1, distinct3/0.7)"

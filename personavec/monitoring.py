@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from .activations import capture_means
+from .batching import BatchSize
 from .generation import row_prompts
 from .traits import Trait, _article
 from .vectors import PersonaVector, project
@@ -72,7 +73,7 @@ def many_shot_rows(
     return pd.DataFrame(rows)
 
 
-def last_prompt_activations(model: Any, prompts: Sequence[str], batch_size: int = 8) -> Any:
+def last_prompt_activations(model: Any, prompts: Sequence[str], batch_size: BatchSize = 8) -> Any:
     """Last-prompt-token activations ``[n, L+1, d]`` (one pass per batch, all layers)."""
     return capture_means(
         model, prompts, None, variants=("prompt_last",), batch_size=batch_size, desc="monitor"
@@ -84,7 +85,7 @@ def monitor(
     conversations: Sequence[str] | pd.DataFrame,
     vectors: TraitVectors,
     *,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
 ) -> pd.DataFrame:
     """Projection of each conversation's last prompt token on every trait's unit vector.
 

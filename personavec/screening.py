@@ -24,6 +24,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .activations import capture_means
+from .batching import BatchSize
 from .datasets import DatasetError, Sample, _atomic_write_text, read_samples
 from .generation import _append_jsonl, _read_jsonl, _run_batches, _settings_key, chat_prompt
 from .models import check_layer, model_id
@@ -79,7 +80,7 @@ def base_responses(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     seed: int = 0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     engine: Engine | None = None,
 ) -> list[str]:
     """The model's own answer to each prompt (greedy by default), resumable.
@@ -150,14 +151,16 @@ def _check_vectors(model: Any, vectors: Vectors) -> None:
 
 
 def _project_pairs(
-    model: Any, pairs: Sequence[tuple[str, str]], vectors: Vectors, batch_size: int
+    model: Any, pairs: Sequence[tuple[str, str]], vectors: Vectors, batch_size: BatchSize
 ) -> dict[str, np.ndarray]:
-    """Projection of each pair's mean response activation, per trait (NaN for no response)."""
+    """Projection of each pair's mean response activation, per trait (NaN for no response).
+    Captured a chunk at a time (a batch, or 256 pairs with ``"auto"``), keeping only scalars."""
     out = {t: np.full(len(pairs), np.nan) for t in vectors}
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     order = [i for i in order if pairs[i][1]]
-    for start in tqdm(range(0, len(order), batch_size), desc="capture", unit="batch"):
-        idx = order[start : start + batch_size]
+    chunk = batch_size if isinstance(batch_size, int) else 256
+    for start in tqdm(range(0, len(order), chunk), desc="capture", unit="chunk"):
+        idx = order[start : start + chunk]
         acts = capture_means(
             model,
             [pairs[i][0] for i in idx],
@@ -178,7 +181,7 @@ def projection_difference(
     *,
     base: Sequence[str] | None = None,
     base_cache: str | os.PathLike[str] | None = None,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     max_new_tokens: int = 64,
     engine: Engine | None = None,
 ) -> pd.DataFrame:
@@ -246,7 +249,7 @@ def screen_file(
     *,
     sort_by: str | None = None,
     base_cache: str | os.PathLike[str] | None = None,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     max_new_tokens: int = 64,
 ) -> pd.DataFrame:
     """Screen a dataset file and write a CSV ranked by projection difference (descending).

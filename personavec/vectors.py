@@ -18,6 +18,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from .batching import BatchSize
+
 VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
 LAYER_CONVENTION = "hidden_states (0 = embeddings, l = output of decoder block l-1)"
 
@@ -180,7 +182,7 @@ def extract_vectors(
     *,
     threshold: float = 50.0,
     coherence_min: float = 50.0,
-    batch_size: int = 8,
+    batch_size: BatchSize = 8,
     meta: dict[str, Any] | None = None,
 ) -> tuple[dict[str, PersonaVector], dict[str, torch.Tensor], pd.DataFrame]:
     """Persona vectors (all three variants) from judged pos/neg responses.

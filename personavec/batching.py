@@ -1,0 +1,176 @@
+"""How work is cut into batches: grouped by length (little padding) and sized to fit memory.
+
+A batch size is an ``int`` or ``"auto"``. With ``"auto"`` the library estimates what one
+sequence of a given length costs on the model's device (from the model's config: the
+transient activations of one layer, the KV cache of a generation, the attention scores where
+no fused kernel is used) and fills each batch up to a share of the memory free at that moment
+(``torch.cuda.mem_get_info`` on a GPU, ``MemAvailable`` on a CPU). Capture gets batches whose
+size shrinks as sequences grow; generation gets one size per call, from its longest prompt.
+Whatever the size, a batch that still runs out of memory is split in half and retried
+(:func:`run_splitting`), so a long run does not die on one oversized batch.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import torch
+
+from .models import hf_model
+
+BatchSize = int | Literal["auto"]
+T = TypeVar("T")
+
+MAX_AUTO_BATCH = 64
+"""The largest batch ``"auto"`` picks (more rarely pays on a GPU, and pads more)."""
+
+
+def check_batch_size(batch_size: BatchSize) -> None:
+    """Raise ``ValueError`` unless ``batch_size`` is a positive int or ``"auto"``."""
+    if batch_size == "auto":
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}")
+
+
+def buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (limits padding), in a stable order."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def budget_buckets(
+    lengths: Sequence[int],
+    cost: Callable[[int], int],
+    budget: int,
+    max_batch: int = MAX_AUTO_BATCH,
+) -> list[list[int]]:
+    """Length-sorted batches, each as large as fits: ``len(batch) * cost(longest) <= budget``
+    (at least one sequence per batch, at most ``max_batch``)."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    out: list[list[int]] = []
+    for i in order:
+        batch = out[-1] if out else None
+        # ascending order: the new item is the batch's longest sequence
+        if batch is not None and len(batch) < max_batch:
+            if (len(batch) + 1) * cost(lengths[i]) <= budget:
+                batch.append(i)
+                continue
+        out.append([i])
+    return out
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for new tensors on ``device`` (GPU: the driver's free memory; CPU: the
+    kernel's MemAvailable, or 4 GiB where it cannot be read)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 4 * 2**30
+
+
+def sequence_bytes(
+    model: Any, tokens: int, *, new_tokens: int = 0, capture: bool = False, logits: bool = False
+) -> int:
+    """Estimated peak bytes one sequence of ``tokens`` adds to a batch on the model's device.
+
+    Counts the transient activations of one decoder layer per token (residual, q/k/v,
+    attention output, MLP up/gate/activation/down), the attention scores on a CPU (no fused
+    kernel: heads x length per token, float32, twice), for ``capture`` the float32 copies its
+    per-layer reduction makes, with ``logits`` every position's logits (model dtype, a float32
+    copy and its log-softmax: teacher-forced scoring), and for a generation (``new_tokens > 0``)
+    the KV cache of prompt plus new tokens at every layer and the last position's logits. An
+    estimate for choosing
+    batch sizes, checked against measured peaks in ``benchmarks/bench_memory.py``.
+    """
+    cfg = model.config
+    d = int(cfg.hidden_size)
+    heads = int(cfg.num_attention_heads)
+    kv = int(getattr(cfg, "num_key_value_heads", None) or heads)
+    head_dim = int(getattr(cfg, "head_dim", None) or d // heads)
+    inter = int(getattr(cfg, "intermediate_size", None) or 4 * d)
+    layers = int(cfg.num_hidden_layers)
+    param = next(hf_model(model).parameters())
+    width = param.element_size()
+    per_token = (6 * d + 2 * kv * head_dim + 3 * inter) * width
+    if param.device.type == "cpu":
+        per_token += 2 * heads * tokens * 4
+    if capture:
+        per_token += 2 * d * 4
+    if logits:
+        per_token += int(cfg.vocab_size) * (width + 8)
+    total = tokens * per_token
+    if new_tokens:
+        total += (tokens + new_tokens) * 2 * layers * kv * head_dim * width
+        total += 3 * int(cfg.vocab_size) * 4
+    return total
+
+
+def _device(model: Any) -> torch.device:
+    return next(hf_model(model).parameters()).device
+
+
+def memory_budget(model: Any, reserve: float = 0.3) -> int:
+    """Bytes a batch may take: the free memory on the model's device less a ``reserve`` share
+    (for the allocator's fragmentation and whatever else runs)."""
+    return int(free_memory(_device(model)) * (1 - reserve))
+
+
+def plan_batches(
+    model: Any,
+    lengths: Sequence[int],
+    batch_size: BatchSize,
+    *,
+    capture: bool = False,
+    logits: bool = False,
+) -> list[list[int]]:
+    """Length-grouped batches of indices into ``lengths`` (token counts): fixed ``batch_size``,
+    or with ``"auto"`` as many per batch as fit :func:`memory_budget` (``capture`` / ``logits``
+    as in :func:`sequence_bytes`)."""
+    check_batch_size(batch_size)
+    if batch_size != "auto":
+        return buckets(lengths, int(batch_size))
+    budget = memory_budget(model)
+
+    def cost(t: int) -> int:
+        return sequence_bytes(model, t, capture=capture, logits=logits)
+
+    return budget_buckets(lengths, cost, budget)
+
+
+def generation_batch_size(
+    model: Any, lengths: Sequence[int], new_tokens: int, batch_size: BatchSize
+) -> int:
+    """The batch size of one generation call: ``batch_size``, or with ``"auto"`` the largest
+    (up to ``MAX_AUTO_BATCH``) at which the longest prompt plus ``new_tokens`` fits. One size for
+    the whole call, so batches (and the sampling seeds drawn from their contents) do not depend
+    on the order work finishes in; they do depend on the memory free when the call starts."""
+    check_batch_size(batch_size)
+    if batch_size != "auto":
+        return int(batch_size)
+    longest = max(lengths, default=1)
+    per_sequence = sequence_bytes(model, longest, new_tokens=new_tokens)
+    return max(1, min(MAX_AUTO_BATCH, memory_budget(model) // max(per_sequence, 1)))
+
+
+def run_splitting(fn: Callable[[list[int]], T], idx: list[int]) -> list[tuple[list[int], T]]:
+    """``[(idx, fn(idx))]``; when ``fn`` runs out of memory, the batch is split in half and each
+    half is run the same way (a single sequence that does not fit re-raises the error)."""
+    try:
+        return [(idx, fn(idx))]
+    except torch.OutOfMemoryError:
+        if len(idx) < 2:
+            raise
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = len(idx) // 2
+        return run_splitting(fn, idx[:half]) + run_splitting(fn, idx[half:])
