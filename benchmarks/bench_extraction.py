@@ -3,8 +3,12 @@
 * ours     - ``personavec.activations.capture_means``: every layer, one traced nnsight pass per
              batch of 8 (sorted by length, left-padded), reduced in the trace to per-sample
              means (response_avg, prompt_avg, prompt_last).
-* bare     - the floor: ``hf_model(model)(input_ids=..., attention_mask=...)`` under
-             ``no_grad`` over the same padded batches (pre-tokenised; nothing read out).
+* bare     - a plain forward: ``hf_model(model)(input_ids=..., attention_mask=...)`` under
+             ``no_grad`` over the same padded batches (pre-tokenised; nothing read out). It
+             computes the ``[batch, seq, vocab]`` logits, which the capture never needs.
+* bare_body - the floor of any capture: the decoder stack alone (``hf.model``, no LM head) on
+             the same batches. ``capture_means`` stops after the last block, so this is what
+             it must be compared with (target: ours/bare_body >= 0.9).
 * official - the official release's ``get_hidden_p_and_r``: one example at a time,
              ``output_hidden_states=True``, then the three per-layer means from the returned
              tuple. Run here under ``no_grad`` (the release does not disable autograd, which
@@ -88,6 +92,11 @@ def main() -> None:
             for ids, attn in batches:
                 hf(input_ids=ids, attention_mask=attn)
 
+    def bare_body():
+        with torch.no_grad():
+            for ids, attn in batches:
+                hf.model(input_ids=ids, attention_mask=attn)
+
     def official():
         return official_hidden_p_and_r(hf, tok, prompts, answers)
 
@@ -103,10 +112,10 @@ def main() -> None:
         for v in ("response_avg", "prompt_avg", "prompt_last")
     }
 
-    bare()  # warm-up; the agreement check above warmed the other two
-    times = interleaved(
-        {"ours": ours, "bare": bare, "official": official}, args.repeats, warmup=False
-    )
+    bare()  # warm-up; the agreement check above warmed ours and official
+    bare_body()
+    fns = {"ours": ours, "bare": bare, "bare_body": bare_body, "official": official}
+    times = interleaved(fns, args.repeats, warmup=False)
     rows = []
     for name, t in times.items():
         s = summary(t)
@@ -120,12 +129,17 @@ def main() -> None:
         )
     ratios = {
         "ours_over_bare_throughput": round(median_ratio(times["bare"], times["ours"]), 3),
+        "ours_over_bare_body_throughput": round(median_ratio(times["bare_body"], times["ours"]), 3),
         "ours_over_official_throughput": round(median_ratio(times["official"], times["ours"]), 3),
     }
     print_table(rows, f"capture of {N_PAIRS} prompt+response pairs ({real_tokens} tokens)")
     print_table(
         [
-            {"ratio": "ours/bare (target >= 0.9)", "value": ratios["ours_over_bare_throughput"]},
+            {
+                "ratio": "ours/bare_body (target >= 0.9)",
+                "value": ratios["ours_over_bare_body_throughput"],
+            },
+            {"ratio": "ours/bare (with LM head)", "value": ratios["ours_over_bare_throughput"]},
             {"ratio": "ours/official", "value": ratios["ours_over_official_throughput"]},
         ],
         "throughput ratios (median of per-round ratios)",

@@ -16,7 +16,9 @@ ratios = medians of per-round ratios, ``torch.cuda.synchronize()`` around every 
   pre-tokenised batches, already on the device) and ``bare_body`` (the decoder stack only,
   ``hf.model``, no LM head: the true floor of a capture, which stops before the head).
   Real-token throughput, ``ours/bare`` (target >= 0.9), peak GPU memory of one call above the
-  loaded model. Also checks the captured means against ``output_hidden_states`` of one batch.
+  loaded model next to ``batching.sequence_bytes``'s estimate of it, and one call with
+  ``batch_size="auto"`` (the sizes it picks). Also checks the captured means against
+  ``output_hidden_states`` of one batch.
 * generation - ``generate_texts`` inside ``with steer(model, v, 20, 4.0, unit=True)`` (random
   direction) vs plain HF ``generate`` on the same batch, greedy, 64 new tokens, batch 8 and 32
   (``steered/plain``, target <= 1.05), and unsteered ``generate_texts`` vs plain (nnsight's cost
@@ -244,6 +246,7 @@ def _lengths(tok: Any, texts: list[str]) -> dict[str, float]:
 def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) -> None:
     """capture_means vs bare forward vs bare decoder stack, at each capture batch size."""
     from personavec.activations import _masked_mean, _tokenize_pairs, capture_means
+    from personavec.batching import sequence_bytes
     from personavec.models import hf_model
 
     tok, hf = model.tokenizer, hf_model(model)
@@ -316,8 +319,14 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
                     "first_call_s": round(first[name][1], 4),
                     "peak_mib": first[name][2],
                 }
+            lengths = [int(a.sum(1).max()) for _, a in batches]
+            estimate = max(
+                int(a.shape[0]) * sequence_bytes(model, t, capture=True)
+                for (_, a), t in zip(batches, lengths, strict=True)
+            )
             res[key] = {
                 "batch_size": b,
+                "estimated_peak_mib": round(estimate / 2**20, 1),
                 "real_tokens": real,
                 "padded_tokens": padded,
                 "rounds": r,
@@ -348,9 +357,31 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
         except Exception as err:  # noqa: BLE001
             bench.error(f"extraction_{key}", err)
 
+    # batch_size="auto": the sizes the library picks from free memory, one call's time and peak
+    try:
+        from personavec.activations import _encode_pairs
+        from personavec.batching import plan_batches
+
+        lengths = [len(ids) for ids, _ in _encode_pairs(tok, prompts, answers)]
+        planned = plan_batches(model, lengths, "auto", capture=True)
+        _, seconds, peak = bench.first_call(
+            lambda: capture_means(model, prompts, answers, batch_size="auto")
+        )
+        res["auto"] = {
+            "batch_sizes": [len(b) for b in planned],
+            "seconds_one_call": round(seconds, 3),
+            "tokens_per_s_one_call": round(sum(lengths) / seconds, 1),
+            "peak_mib": peak,
+        }
+        print(f"capture with batch_size='auto': {res['auto']}", flush=True)
+        bench.save()
+    except Exception as err:  # noqa: BLE001
+        bench.error("extraction_auto", err)
+
 
 def generation(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) -> None:
     """Steered generate_texts vs plain HF generate vs unsteered generate_texts."""
+    from personavec.batching import sequence_bytes
     from personavec.generation import generate_texts
     from personavec.models import hf_model
     from personavec.steering import steer
@@ -395,8 +426,11 @@ def generation(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
             for name in ("steered", "library"):
                 diffs = sorted(a - p for a, p in zip(times[name], times["plain"], strict=True))
                 per_step[name] = round(1000 * statistics.median(diffs) / n_new, 2)
+            longest = int(enc.attention_mask.sum(1).max())
+            estimate = b * sequence_bytes(model, longest, new_tokens=n_new)
             res[key] = {
                 "batch_size": b,
+                "estimated_peak_mib": round(estimate / 2**20, 1),
                 "prompt_tokens": _lengths(tok, prompts),
                 "new_tokens": int(new_ids.shape[1]),
                 "rounds": r,
@@ -449,7 +483,8 @@ def summary_rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
                     "target": ">= 0.9",
                     "detail": f"{r['methods']['ours']['tokens_per_s']:,.0f} vs "
                     f"{r['methods']['bare']['tokens_per_s']:,.0f} tok/s; peak "
-                    f"{r['methods']['ours']['peak_mib']} vs {r['methods']['bare']['peak_mib']} MiB",
+                    f"{r['methods']['ours']['peak_mib']} (estimated {r['estimated_peak_mib']}) "
+                    f"vs {r['methods']['bare']['peak_mib']} MiB",
                 }
             )
             rows.append(

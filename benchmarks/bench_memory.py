@@ -85,9 +85,16 @@ def child(model_dir: str, mode: str, n: int, batch: int, seq: int, threads: int)
         with torch.no_grad():
             hf_model(model)(input_ids=ids, attention_mask=attn)
     peak = _status_kib()["VmHWM"]
+    from personavec.batching import sequence_bytes
+
+    t = int(ids.shape[1])
+    estimate = None  # the bare forward is no library call: nothing to estimate
+    if mode == "capture":
+        estimate = round(min(batch, n) * sequence_bytes(model, t, capture=True) / 2**20, 1)
     print(
         json.dumps(
             {
+                "estimated_mib": estimate,
                 "rss_before_mib": round(before / 1024, 1),
                 "peak_delta_mib": round((peak - before) / 1024, 1),
                 "output_mib": round(out_bytes / 2**20, 3),
@@ -146,6 +153,7 @@ def main() -> None:
                     "batch": batch,
                     "seq": t,
                     "peak_delta_mib": res["peak_delta_mib"],
+                    "estimated_mib": res["estimated_mib"],
                     "kept_output_mib": res["output_mib"],
                     "all_tokens_all_layers_mib": round(
                         n * t * (n_layers + 1) * hidden * 4 / 2**20, 1
@@ -157,7 +165,8 @@ def main() -> None:
     print_table(rows, "peak RSS above the loaded model (MiB), per configuration")
     print(
         "kept_output = n x 3 x (L+1) x d x 4 bytes (independent of seq); "
-        "all_tokens_all_layers = what keeping every token's activations would take."
+        "all_tokens_all_layers = what keeping every token's activations would take; "
+        "estimated = batch x batching.sequence_bytes (what batch_size='auto' budgets)."
     )
     env.update(configs=[list(c) for c in CONFIGS], vocab_size=vocab, measure="VmHWM delta")
     write_result("bench_memory", {"config": env, "rows": rows})

@@ -82,7 +82,7 @@ def sequence_bytes(
 ) -> int:
     """Estimated peak bytes one sequence of ``tokens`` adds to a batch on the model's device.
 
-    Counts the transient activations of one decoder layer per token (residual, q/k/v,
+    Counts the transient activations of one decoder layer per token (residual, norms, q/k/v,
     attention output, MLP up/gate/activation/down), the attention scores on a CPU (no fused
     kernel: heads x length per token, float32, twice), for ``capture`` the float32 copies its
     per-layer reduction makes, with ``logits`` every position's logits (model dtype, a float32
@@ -100,7 +100,9 @@ def sequence_bytes(
     layers = int(cfg.num_hidden_layers)
     param = next(hf_model(model).parameters())
     width = param.element_size()
-    per_token = (6 * d + 2 * kv * head_dim + 3 * inter) * width
+    # one decoder layer's live tensors: norms, q, k and v (+ rotary copies), attention output,
+    # o_proj, residual adds, MLP gate/up/activation/product, down; RMSNorm's float32 upcasts
+    per_token = (9 * d + 3 * kv * head_dim + 4 * inter) * width + 2 * d * 4
     if param.device.type == "cpu":
         per_token += 2 * heads * tokens * 4
     if capture:
