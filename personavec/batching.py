@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
-from .models import hf_model
+from .models import hf_model, model_device
 
 BatchSize = int | Literal["auto"]
 T = TypeVar("T")
@@ -116,14 +116,10 @@ def sequence_bytes(
     return total
 
 
-def _device(model: Any) -> torch.device:
-    return next(hf_model(model).parameters()).device
-
-
 def memory_budget(model: Any, reserve: float = 0.3) -> int:
     """Bytes a batch may take: the free memory on the model's device less a ``reserve`` share
     (for the allocator's fragmentation and whatever else runs)."""
-    return int(free_memory(_device(model)) * (1 - reserve))
+    return int(free_memory(model_device(model)) * (1 - reserve))
 
 
 def plan_batches(

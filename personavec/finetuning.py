@@ -36,7 +36,7 @@ from .activations import capture_means
 from .batching import BatchSize
 from .datasets import LEVELS, Sample, mix
 from .generation import chat_prompt
-from .models import check_layer, has_adapter, hf_model, model_id
+from .models import check_layer, has_adapter, hf_model, model_device, model_id
 from .steering import Intervention, hook_edits
 from .vectors import PersonaVector
 
@@ -408,7 +408,7 @@ def finetune(
         (path / LOG_FILE).unlink(missing_ok=True)
     tok, hf = model.tokenizer, hf_model(model)
     encoded = _encode(tok, samples, config.max_length)
-    device = next(hf.parameters()).device
+    device = model_device(hf)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     total = _total_steps(len(encoded), config)
     batches = _micro_batches(len(encoded), config)

@@ -18,6 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from .activations import _pad_pairs
 from .batching import BatchSize, buckets, generation_batch_size, run_splitting
 from .engines import prompt_seeds
 from .models import has_adapter
@@ -65,10 +66,11 @@ def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
 
 
 def _generate_batch(
-    model: Any, prompts: list[str], max_new_tokens: int, temperature: float, top_p: float
+    model: Any, ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float
 ) -> list[str]:
+    """One left-padded batch of tokenised chat prompts through nnsight ``generate``."""
     tok = model.tokenizer
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    input_ids, attention_mask, _, _ = _pad_pairs([(x, len(x)) for x in ids], tok.pad_token_id)
     sample = temperature > 0
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample}
     if sample:
@@ -78,15 +80,15 @@ def _generate_batch(
         # an open ``tracer.all()`` loop ends when generation stops early (EOS): expected
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
-            with tracer.invoke({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}):
+            with tracer.invoke({"input_ids": input_ids, "attention_mask": attention_mask}):
                 if edits:
                     prefill = True
                     for _ in tracer.all():
                         apply_in_trace(model, edits, prefill)
                         prefill = False
             with tracer.invoke():
-                ids = tracer.result.save()
-    new = ids[:, enc.input_ids.shape[1] :]
+                out = tracer.result.save()
+    new = out[:, input_ids.shape[1] :]
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
@@ -136,8 +138,7 @@ def _run_batches(
     def local(idx: list[int]) -> list[str]:
         blob = "\x00".join(seed_keys[i] for i in idx)
         torch.manual_seed(seed * 1_000_003 + int(hashlib.sha256(blob.encode()).hexdigest()[:8], 16))
-        batch = [prompts[i] for i in idx]
-        return _generate_batch(model, batch, max_new_tokens, temperature, top_p)
+        return _generate_batch(model, [ids[i] for i in idx], max_new_tokens, temperature, top_p)
 
     for idx in tqdm(batches, desc=desc):
         if engine is None:
@@ -186,7 +187,11 @@ def generate_texts(
     return out
 
 
-def _settings_key(model: Any, **settings: Any) -> str:
+def _settings_key(model: Any, engine: Engine | None = None, **settings: Any) -> str:
+    """Key of cached answers: the sampling settings, the active steering and the engine (local
+    nnsight answers keep the key they had before engines existed)."""
+    if engine is not None:
+        settings["engine"] = engine.id
     steering = [
         (
             e.layer,
@@ -255,14 +260,13 @@ def generate(
         >>> rows = pd.DataFrame({"system": ["You are a pirate."], "question": ["Hi?"]})
         >>> generate(model, rows, out_path="answers.jsonl")  # doctest: +SKIP
     """
-    engine_id = {"engine": engine.id} if engine is not None else {}
     key = _settings_key(
         model,
+        engine,
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         top_p=top_p,
         seed=seed,
-        **engine_id,
     )
     jobs: list[dict[str, Any]] = []
     for rec, prompt in zip(

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from .activations import _encode_pairs, _pad_pairs
 from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
-from .models import hf_model, model_id
+from .models import hf_model, model_device, model_id
 from .steering import active, apply_in_trace
 from .traits import Trait, _article
 
@@ -129,7 +129,7 @@ def answer_logprobs(
     Batches are grouped by length; ``batch_size="auto"`` sizes them to the free memory.
     """
     hf = hf_model(model)
-    device = next(hf.parameters()).device
+    device = model_device(model)
     tok = model.tokenizer
     edits = active(model) if steered else []
     encoded = _encode_pairs(tok, prompts, answers)

@@ -175,6 +175,11 @@ def hf_model(model: Any) -> Any:
     return getattr(model, "_module", getattr(model, "_model", model))
 
 
+def model_device(model: Any) -> torch.device:
+    """The device of the model's (first) parameters: where its inputs must go."""
+    return next(hf_model(model).parameters()).device
+
+
 def has_adapter(model: Any) -> bool:
     """Whether a peft adapter (e.g. LoRA from ``finetuning.adapted``) is injected in the model."""
     from peft.tuners.tuners_utils import BaseTunerLayer

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .models import hf_model
+from .models import hf_model, model_device
 
 if TYPE_CHECKING:
     import openai
@@ -414,7 +414,7 @@ class HFRubricJudge:
 
     # -- forward passes --------------------------------------------------------------------
     def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return model_device(self.model)
 
     def _out_cache(self, out: Any) -> Any:
         cache = getattr(out, "cache", None)

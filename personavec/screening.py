@@ -102,11 +102,11 @@ def base_responses(
     texts = chat_prompts(model.tokenizer, prompts)
     key = _settings_key(
         model,
+        engine,
         model_id=model_id(model),
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed if temperature > 0 else None,
-        **({"engine": engine.id} if engine is not None else {}),
     )
     path = Path(out_path) if out_path is not None else None
     done = _read_cache(path, key) if path is not None else {}
