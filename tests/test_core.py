@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
+from numerics import assert_rows_close
 
 from personavec.activations import capture_means
 from personavec.generation import _read_jsonl, chat_prompt, generate
@@ -160,7 +161,7 @@ def test_padding_invariance(model):
     for v, acts in batched.items():
         one = torch.cat([s[v] for s in single])
         assert acts.shape == (3, L + 1, D)
-        torch.testing.assert_close(acts, one, rtol=1e-4, atol=2e-3)
+        assert_rows_close(acts, one, what=v)
 
 
 def test_layer_convention_matches_hidden_states(model):
@@ -174,14 +175,12 @@ def test_layer_convention_matches_hidden_states(model):
     # hidden_states[l] (l < L) is the output of block l-1; HF normalises the final entry,
     # while we keep the raw block output there.
     for layer in (0, 1, 15, L - 1):
-        torch.testing.assert_close(
-            acts["response_avg"][0, layer], hs[layer][0, n_p:].mean(0), rtol=1e-4, atol=1e-3
+        assert_rows_close(
+            acts["response_avg"][0, layer], hs[layer][0, n_p:].mean(0), what="response_avg"
         )
-        torch.testing.assert_close(
-            acts["prompt_last"][0, layer], hs[layer][0, n_p - 1], rtol=1e-4, atol=1e-3
-        )
-        torch.testing.assert_close(
-            acts["prompt_avg"][0, layer], hs[layer][0, :n_p].mean(0), rtol=1e-4, atol=1e-3
+        assert_rows_close(acts["prompt_last"][0, layer], hs[layer][0, n_p - 1], what="prompt_last")
+        assert_rows_close(
+            acts["prompt_avg"][0, layer], hs[layer][0, :n_p].mean(0), what="prompt_avg"
         )
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 from fake_http import JsonServer
+from numerics import assert_rows_close
 
 from personavec.rubric_judges import (
     NUMBERS,
@@ -338,10 +339,10 @@ def test_hf_judge_random_model_cache_matches_plain_path(tokenizer):
     cached = judge.number_logprobs(pairs)
     assert cached.shape == (3, len(NUMBERS)) and torch.isfinite(cached).all()
     one_by_one = torch.cat([judge.number_logprobs([p]) for p in pairs])
-    torch.testing.assert_close(cached, one_by_one, atol=1e-4, rtol=1e-4)
+    assert_rows_close(cached, one_by_one, what="cached vs one by one")
     judge._use_cache = False
     plain = judge.number_logprobs(pairs)
-    torch.testing.assert_close(cached, plain, atol=1e-4, rtol=1e-4)
+    assert_rows_close(cached, plain, what="cached vs plain")
     # the numbers' probabilities are disjoint events: their sum is a probability
     assert float(cached.exp().sum(1).max()) <= 1.0 + 1e-5
     scores = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0).score_many(pairs)

@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 import torch
+from numerics import assert_rows_close
 
 from personavec.activations import capture_means
 from personavec.generation import chat_prompt, generate
@@ -94,7 +95,7 @@ def test_positions_during_generation(model, vec, prompts, positions):
         # layer 1 is block 0's output: it attends to embeddings only, so an edit at one
         # position cannot leak into another position's layer-1 activation.
         expected = a + delta if hit else a
-        torch.testing.assert_close(b, expected, rtol=1e-4, atol=1e-4)
+        assert_rows_close(b, expected, what=f"step {step}")
 
 
 def test_steered_generate_differs_and_cleans_up(model, vec):
