@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .rubric_judges import call_with_retries, openai_client
+from .rubric_judges import call_with_retries, openai_client, redact_url
 
 
 class Engine:
@@ -89,7 +89,9 @@ class ServerEngine(Engine):
         timeout: float = 600.0,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
-            raise ValueError(f"base_url must start with http:// or https://, got {base_url!r}")
+            raise ValueError(
+                f"base_url must start with http:// or https://, got {redact_url(base_url)!r}"
+            )
         if max_concurrency < 1 or batch_size < 1:
             raise ValueError("max_concurrency and batch_size must be >= 1")
         self.base_url = base_url.rstrip("/")
@@ -98,7 +100,7 @@ class ServerEngine(Engine):
         self.batch_size = batch_size
         self.retries = retries
         self.base_delay = base_delay
-        self.id = f"server:{model}@{self.base_url}"
+        self.id = f"server:{model}@{redact_url(self.base_url)}"  # no credentials in ids
         self._client = openai_client(self.base_url, api_key_env, timeout)
 
     def _one(self, ids: list[int], seed: int, settings: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ from .finetuning import (
 from .generation import chat_prompt, generate, row_prompts
 from .judges import CoherenceJudge, ScoreCache, answer_logprobs, judge_answers, make_judge
 from .results import cache_dir
+from .rubric_judges import check_retries, check_timeout
 from .steering import Intervention, Position, steer
 from .traits import Trait, trait_rows
 from .vectors import PersonaVector
@@ -61,13 +62,25 @@ def evaluate(
     batch_size: BatchSize = 8,
     desc: str = "evaluate",
     engine: Engine | None = None,
+    judge_base_url: str | None = None,
+    judge_timeout: float | None = None,
+    judge_retries: int | None = None,
 ) -> pd.DataFrame:
     """Generate answers for ``rows`` (under any active steering or adapter) and judge them.
 
     ``judge_model`` is the model the offline judges read with (default: ``model``); pass the
     base model when ``model`` is finetuned or steered, so scores stay comparable. ``engine``
-    samples unsteered answers elsewhere (``personavec.engines``).
+    samples unsteered answers elsewhere (``personavec.engines``). ``judge_base_url``,
+    ``judge_timeout`` (seconds per request) and ``judge_retries`` (per request) go to an API
+    judge (``openai:<model>``, see :func:`~personavec.judges.make_judge`); ``None`` keeps its
+    defaults (``OPENAI_BASE_URL`` or the OpenAI API, 60 s, 4 retries). They are checked before
+    any answer is generated.
     """
+    judge_options: dict[str, Any] = {"base_url": judge_base_url}
+    if judge_timeout is not None:
+        judge_options["timeout"] = check_timeout(judge_timeout, "judge_timeout")
+    if judge_retries is not None:
+        judge_options["retries"] = check_retries(judge_retries, "judge_retries")
     answers = generate(
         model,
         rows,
@@ -83,7 +96,10 @@ def evaluate(
     reader = judge_model if judge_model is not None else model
     cache = ScoreCache(cache_dir() / "judge_scores.sqlite")
     return judge_answers(
-        answers, make_judge(judge, reader, trait), CoherenceJudge(reader), cache=cache
+        answers,
+        make_judge(judge, reader, trait, **judge_options),
+        CoherenceJudge(reader),
+        cache=cache,
     )
 
 

@@ -16,9 +16,12 @@ score (never a silent 0). Backends:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 import sqlite3
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +33,15 @@ from .activations import _encode_pairs, _pad_pairs
 from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
 from .models import hf_model, model_device, model_id
+from .rubric_judges import (
+    HFRubricJudge,
+    JudgeFailureWarning,
+    OpenAIJudge,
+    check_retries,
+    check_timeout,
+    failure_message,
+    redact_url,  # noqa: F401 - re-exported: ids built from URLs go through it
+)
 from .steering import active, apply_in_trace
 from .traits import Trait, _article
 
@@ -43,14 +55,79 @@ class Judge(Protocol):
     def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]: ...
 
 
-class ScoreCache:
-    """Scores on disk (SQLite), keyed by (judge id, rubric, question, answer)."""
+class ScoreCacheError(RuntimeError):
+    """The score cache file cannot be used (locked, not a database, cannot be opened).
 
-    def __init__(self, path: str | Path) -> None:
+    The message names the file and how to recover; the file itself is never modified or deleted
+    by the error path, so no stored score is lost.
+    """
+
+
+class ScoreCache:
+    """Scores on disk (SQLite), keyed by (judge id, rubric, question, answer).
+
+    Args:
+        path: the SQLite file (created with its folder when missing).
+        timeout: seconds to wait for a lock held by another process (another notebook using the
+            same cache) before giving up with :class:`ScoreCacheError`.
+
+    Raises:
+        ScoreCacheError: the file is locked past ``timeout``, is not a SQLite database (corrupt,
+            or another kind of file), or cannot be opened; the message names the file.
+    """
+
+    def __init__(self, path: str | Path, *, timeout: float = 30.0) -> None:
         self.path = Path(path)
+        self.timeout = check_timeout(timeout)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value REAL)")
+        with self._errors("open"):
+            self._db = sqlite3.connect(self.path, timeout=self.timeout)
+        try:
+            with self._errors("open"):
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value REAL)"
+                )
+        except ScoreCacheError:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"ScoreCache({str(self.path)!r})"
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """Turn sqlite3 errors into a :class:`ScoreCacheError` that names the file."""
+        try:
+            yield
+        except sqlite3.Error as err:
+            raise ScoreCacheError(self._explain(action, err)) from err
+
+    def _explain(self, action: str, err: sqlite3.Error) -> str:
+        text = str(err).lower()
+        where = f"score cache {self.path}"
+        if "locked" in text or "busy" in text:
+            lost = (
+                " The scores of this batch were not saved (a rerun recomputes them)."
+                if action == "write"
+                else ""
+            )
+            return (
+                f"{where} is locked: another process (e.g. a second notebook or run using the "
+                f"same cache) held it for more than {self.timeout:g}s ({action} failed: {err})."
+                f"{lost} Scores already in the file are kept. Wait for the other process to "
+                "finish and rerun, pass a longer timeout, or point this run at its own cache file."
+            )
+        if "not a database" in text or "malformed" in text or "corrupt" in text:
+            return (
+                f"{where} is not a readable SQLite database ({err}); it was left untouched. "
+                "Delete it (or move it aside) to rescore: judge scores are recomputed on the next "
+                f"run (`sqlite3 {self.path} .recover` may salvage a partly damaged file)."
+            )
+        return f"{where}: {action} failed: {type(err).__name__}: {err}"
+
+    def close(self) -> None:
+        """Close the connection (the file stays)."""
+        self._db.close()
 
     @staticmethod
     def key(judge: Judge, question: str, answer: str) -> str:
@@ -62,11 +139,12 @@ class ScoreCache:
         for i in range(0, len(keys), 500):
             chunk = list(keys[i : i + 500])
             q = f"SELECT key, value FROM scores WHERE key IN ({','.join('?' * len(chunk))})"
-            found.update(self._db.execute(q, chunk).fetchall())
+            with self._errors("read"):
+                found.update(self._db.execute(q, chunk).fetchall())
         return found
 
     def put_many(self, items: dict[str, float | None]) -> None:
-        with self._db:
+        with self._errors("write"), self._db:
             self._db.executemany("INSERT OR REPLACE INTO scores VALUES (?, ?)", items.items())
 
 
@@ -80,19 +158,47 @@ def score_pairs(
 ) -> list[float | None]:
     """Score (question, answer) pairs, reading and writing the cache batch by batch.
 
-    Failed scores (``None``) are not cached, so a rerun retries them.
+    Failed scores (``None``) are not cached, so a rerun retries them. A judge that counts the
+    rows it could not score (``failures``, as API judges do) gets one
+    :class:`JudgeFailureWarning` for the whole call when any of its rows failed.
     """
     keys = [ScoreCache.key(judge, q, a) for q, a in pairs]
     known = cache.get_many(keys) if cache is not None else {}
     todo = sorted({k: i for i, k in enumerate(keys) if known.get(k) is None}.values())
+    counted = _failure_count(judge)
+    kwargs = {"warn": False} if counted is not None and _takes_warn(judge) else {}
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, disable=len(todo) <= batch_size):
         idx = todo[start : start + batch_size]
-        scores = judge.score_many([pairs[i] for i in idx])
+        scores = judge.score_many([pairs[i] for i in idx], **kwargs)
         new = {keys[i]: s for i, s in zip(idx, scores, strict=True)}
         known.update(new)
         if cache is not None:
             cache.put_many({k: v for k, v in new.items() if v is not None})
+    failed = (_failure_count(judge) or 0) - (counted or 0)
+    if counted is not None and failed > 0:
+        message = failure_message(
+            judge.id,
+            failed,
+            len(todo),  # the distinct rows sent to the judge (cached ones need no request)
+            getattr(judge, "retries", None),
+            getattr(judge, "last_error", None),
+        )
+        warnings.warn(message, JudgeFailureWarning, stacklevel=2)
     return [known.get(k) for k in keys]
+
+
+def _failure_count(judge: Judge) -> int | None:
+    """The judge's count of rows it could not score, when it keeps one."""
+    count = getattr(judge, "failures", None)
+    return count if isinstance(count, int) and not isinstance(count, bool) else None
+
+
+def _takes_warn(judge: Judge) -> bool:
+    """Whether ``judge.score_many`` accepts ``warn=`` (to leave the warning to score_pairs)."""
+    try:
+        return "warn" in inspect.signature(judge.score_many).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def score_frame(
@@ -243,7 +349,15 @@ def distinct_trigram_ratio(text: str) -> float:
 JUDGE_KINDS = ("likelihood-ratio", "hf-rubric", "hf-rubric:<hub id or path>", "openai:<model>")
 
 
-def make_judge(spec: str, model: Any, trait: Trait, *, base_url: str | None = None) -> Judge:
+def make_judge(
+    spec: str,
+    model: Any,
+    trait: Trait,
+    *,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+) -> Judge:
     """Build the trait judge named by ``spec``.
 
     Args:
@@ -253,9 +367,19 @@ def make_judge(spec: str, model: Any, trait: Trait, *, base_url: str | None = No
             ``base_url`` for vLLM / llama.cpp / Ollama servers).
         model: the model under study (used by the offline judges).
         trait: supplies the rubric or the persona descriptions.
-    """
-    from .rubric_judges import HFRubricJudge, OpenAIJudge
+        timeout: per-request timeout in seconds for API judges (``openai:``); ``None`` keeps the
+            judge's default (60 s). Must be finite and > 0.
+        retries: retries per request for API judges; ``None`` keeps the default (4). An integer
+            >= 0. The local judges make no requests and ignore both.
 
+    Raises:
+        ValueError: unknown ``spec``, or an invalid ``timeout`` / ``retries``.
+    """
+    request: dict[str, Any] = {}
+    if timeout is not None:
+        request["timeout"] = check_timeout(timeout)
+    if retries is not None:
+        request["retries"] = check_retries(retries)
     if spec == "likelihood-ratio":
         return LikelihoodRatioJudge(model, trait)
     if spec == "hf-rubric":
@@ -266,7 +390,7 @@ def make_judge(spec: str, model: Any, trait: Trait, *, base_url: str | None = No
         judge_model = load_model(spec.split(":", 1)[1])
         return HFRubricJudge(trait.judge_rubric, judge_model, judge_model.tokenizer)
     if spec.startswith("openai:"):
-        return OpenAIJudge(trait.judge_rubric, spec.split(":", 1)[1], base_url=base_url)
+        return OpenAIJudge(trait.judge_rubric, spec.split(":", 1)[1], base_url=base_url, **request)
     raise ValueError(f"unknown judge {spec!r}: accepted are {', '.join(JUDGE_KINDS)}")
 
 

@@ -9,7 +9,10 @@ put too little probability on numbers, e.g. it refused) and ``score_many(pairs)`
 * :class:`HFRubricJudge` - a local Hugging Face causal LM reading the same rubric offline. It
   scores every integer 0..100 exactly, including numbers that span several tokens.
 
-API keys are read from the environment only and are never logged, printed or put in ``id``.
+API keys are read from the environment only and are never logged, printed or put in ``id``;
+URLs that become part of an id or a repr go through :func:`redact_url` first, so credentials
+written into a ``base_url`` (``http://user:secret@host/v1``, ``?api_key=...``) stay out of score
+caches, CSVs and vector metadata.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import copy
 import inspect
 import logging
 import math
+import numbers
 import os
 import random
 import re
@@ -27,6 +31,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .models import hf_model, model_device
 
@@ -42,6 +47,90 @@ NUMBERS: tuple[int, ...] = tuple(range(101))
 """The integers a rubric answer may take."""
 
 _INT_TOKEN = re.compile(r"[0-9]{1,3}")
+
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|pwd|auth|sig|credential|session|cookie", re.I)
+"""Query/fragment parameter names that :func:`redact_url` drops (matched anywhere, any case)."""
+
+
+class JudgeFailureWarning(UserWarning):
+    """Some rows could not be scored (the request failed after its retries): they stay ``None``
+    (NA in tables) and are not cached, so a rerun retries them."""
+
+
+def redact_url(url: str) -> str:
+    """``url`` without credentials, for ids, reprs and messages.
+
+    Drops the userinfo (``user:password@`` or ``token@``) and every query or fragment parameter
+    whose name looks like a credential (``api_key``, ``key``, ``token``, ``access_token``,
+    ``secret``, ``password``, ``auth``, ``sig``/``signature``, ``credential``, ``session``...).
+    Anything else is kept exactly as written, so a URL without credentials comes back unchanged.
+
+    Example:
+        >>> redact_url("http://user:secret@localhost:8000/v1?api_key=sk-1&x=2")
+        'http://localhost:8000/v1?x=2'
+    """
+    text = str(url)
+    bare = "://" not in text and not text.startswith("//")
+    try:  # a URL without a scheme ("user:pw@host:8000/v1") is parsed as a network path
+        parts = urlsplit("//" + text if bare else text)
+        netloc = parts.netloc.rpartition("@")[2]
+        out = urlunsplit((parts.scheme, netloc, parts.path, _drop_secrets(parts.query), ""))
+        if parts.fragment:
+            kept = _drop_secrets(parts.fragment)
+            out += f"#{kept}" if kept else ""
+    except ValueError:  # unparsable (e.g. a broken IPv6 host): strip what looks like userinfo
+        return re.sub(r"^([^/?#]*//)?[^/?#]*@", r"\1", text).split("?")[0].split("#")[0]
+    return out[2:] if bare and out.startswith("//") else out
+
+
+def _drop_secrets(params: str) -> str:
+    """An ``a=1&b=2`` string without the parameters whose names look like credentials."""
+    if not params:
+        return params
+    kept = [
+        p
+        for p in params.split("&")
+        if not _SECRET_PARAM.search(unquote(p.split("=", 1)[0].replace("+", " ")))
+    ]
+    return "&".join(kept)
+
+
+def check_timeout(value: Any, name: str = "timeout") -> float:
+    """``value`` as a float, or ``ValueError`` unless it is a finite number of seconds > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a number of seconds > 0, got {value!r}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return seconds
+
+
+def check_retries(value: Any, name: str = "retries") -> int:
+    """``value`` as an int, or ``ValueError`` unless it is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def failure_message(
+    judge_id: str,
+    failed: int,
+    total: int,
+    retries: int | None = None,
+    last_error: BaseException | None = None,
+) -> str:
+    """The text of a :class:`JudgeFailureWarning`: how many rows stayed unscored, and why."""
+    after = ""
+    if retries is not None:
+        tries = "retry" if retries == 1 else "retries"
+        after = f" after {retries} {tries} ({retries + 1} attempt{'s' if retries else ''} each)"
+    text = (
+        f"{failed} of {total} rows could not be scored by {judge_id}{after}; they stay missing "
+        "(NA) and are not cached, so a rerun retries them"
+    )
+    if last_error is not None:
+        text += f". Last error: {type(last_error).__name__}: {last_error}"
+    return text + ". Check the endpoint, or raise the judge's timeout/retries."
 
 
 def openai_client(
@@ -175,13 +264,15 @@ class OpenAIJudge:
         api_key_env: environment variable holding the key (see :func:`openai_client`).
         max_concurrency: most requests in flight in :meth:`score_many`.
         retries: retries per request (exponential back-off from ``base_delay`` seconds).
-        timeout: per-request timeout in seconds.
+        timeout: per-request timeout in seconds (a hung endpoint costs up to
+            ``timeout * (retries + 1)`` plus the back-off per row; rows run concurrently).
         base_delay: first back-off delay in seconds.
         min_mass: least numeric probability mass for a score (see :func:`aggregate_number_probs`).
 
-    Rows whose request fails after the retries score ``None`` and are counted in ``failures``
-    (the last error is kept in ``last_error``); a ``score_many`` call in which every request fails
-    raises ``RuntimeError`` (the endpoint is unreachable or rejects the requests).
+    Rows whose request fails after the retries score ``None``, are counted in ``failures`` (the
+    last error is kept in ``last_error``) and are reported by a :class:`JudgeFailureWarning`; a
+    ``score_many`` call in which every request fails raises ``RuntimeError`` (the endpoint is
+    unreachable or rejects the requests). ``id`` names the endpoint through :func:`redact_url`.
     """
 
     def __init__(
@@ -199,14 +290,16 @@ class OpenAIJudge:
     ) -> None:
         if max_concurrency < 1:
             raise ValueError(f"max_concurrency must be >= 1, got {max_concurrency}")
+        retries = check_retries(retries)
+        timeout = check_timeout(timeout)
         self.rubric = _check_rubric(rubric)
         self.model = model
         self.base_url = base_url
-        self.id: str = (
-            f"openai:{model}@{base_url or os.environ.get('OPENAI_BASE_URL') or 'api.openai.com'}"
-        )
+        where = base_url or os.environ.get("OPENAI_BASE_URL") or "api.openai.com"
+        self.id: str = f"openai:{model}@{redact_url(where)}"
         self.max_concurrency = max_concurrency
         self.retries = retries
+        self.timeout = timeout
         self.base_delay = base_delay
         self.min_mass = min_mass
         self.failures: int = 0
@@ -272,11 +365,15 @@ class OpenAIJudge:
         """
         return self.score_many([(question, answer)])[0]
 
-    def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+    def score_many(
+        self, pairs: Sequence[tuple[str, str]], *, warn: bool = True
+    ) -> list[float | None]:
         """Score (question, answer) pairs concurrently; order is preserved.
 
         Args:
             pairs: (question, answer) tuples.
+            warn: emit a :class:`JudgeFailureWarning` when some rows failed (``score_pairs``
+                turns it off and warns once for all its batches).
 
         Returns:
             One score (or ``None``) per pair; rows whose request failed are ``None``.
@@ -299,6 +396,13 @@ class OpenAIJudge:
                 f"judge endpoint unreachable: all {len(rows)} request(s) to {self.id} failed "
                 f"after {self.retries + 1} attempts each; last error: {err}"
             ) from err
+        failed = sum(isinstance(r, _Failed) for r in rows)
+        if failed and warn:
+            warnings.warn(
+                failure_message(self.id, failed, len(rows), self.retries, self.last_error),
+                JudgeFailureWarning,
+                stacklevel=2,
+            )
         return [None if isinstance(r, _Failed) else r for r in rows]
 
 
