@@ -18,7 +18,9 @@ problems with worked answers, correct or with one subtle wrong step, generated b
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import os
 import random
@@ -59,7 +61,8 @@ def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
         path: ``.jsonl``/``.json`` (one JSON object per line; blank lines skipped) or ``.csv``.
 
     Raises:
-        DatasetError: naming the file and the 1-based line of the first malformed record.
+        DatasetError: naming the file and the 1-based line of the first malformed record
+            (or of the first byte that is not UTF-8; a leading byte-order mark is accepted).
 
     Example:
         >>> samples = read_samples("dataset/evil/normal.jsonl")  # doctest: +SKIP
@@ -92,9 +95,25 @@ def _content(message: Any, path: Path, line: int, index: int) -> tuple[str, str]
     return role, content
 
 
+def _read_text(path: Path) -> str:
+    """The whole file as text (UTF-8, a leading byte-order mark dropped); DatasetError naming
+    the line and byte offset of the first undecodable byte."""
+    data = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skip + err.start
+        line = data[:offset].count(b"\n") + 1
+        bad = data[offset : offset + 1]
+        raise _fail(
+            path, line, f"not UTF-8 text (byte {bad!r} at offset {offset}); save it as UTF-8"
+        ) from None
+
+
 def _read_jsonl(path: Path) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(encoding="utf-8") as f:
+    with io.StringIO(_read_text(path), newline=None) as f:
         for line_no, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -122,7 +141,7 @@ def _read_jsonl(path: Path) -> list[Sample]:
 
 def _read_csv(path: Path) -> list[Sample]:
     samples: list[Sample] = []
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(_read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         columns = reader.fieldnames or []
         for required in ("prompt", "answer"):

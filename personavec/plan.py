@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .results import check_count
 from .traits import Trait, load_trait
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -157,6 +158,8 @@ class Work:
     ) -> None:
         """``n_samples`` answers of up to ``max_new_tokens`` to each prompt; ``engine``: the
         notebook routes them to its ``engine`` parameter (unsteered base-model samples)."""
+        check_count(n_samples, "n_samples")
+        check_count(max_new_tokens, "max_new_tokens")
         self.generations += len(prompt_tokens) * n_samples
         self.engine_generations += len(prompt_tokens) * n_samples if engine else 0
         self.generation_prompt_tokens += sum(prompt_tokens) * n_samples
@@ -277,6 +280,8 @@ def _prompt(system: str | None, question: str, history: int = 0, answer_tokens: 
 
 def _extraction_prompts(trait: Trait, n_questions: int | None, n_instructions: int | None) -> list:
     """(system, question) of ``traits.trait_rows(trait, 'extraction', ...)``."""
+    check_count(n_questions, "n_questions", optional=True)
+    check_count(n_instructions, "n_instructions", optional=True)
     return [
         (trait.system_prompt(pol, i), q)
         for pol in ("pos", "neg")
@@ -286,6 +291,7 @@ def _extraction_prompts(trait: Trait, n_questions: int | None, n_instructions: i
 
 
 def _eval_questions(trait: Trait, n: int | None) -> list[str]:
+    check_count(n, "n_questions", optional=True)
     return list(trait.eval_questions[:n])
 
 

@@ -9,10 +9,60 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+NAME_MAX = 128
+_NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.+-]*[A-Za-z0-9_+-])?")
+
+
+def check_name(name: str, what: str = "name") -> str:
+    """``name`` unchanged if it is safe to use as one file name, else a ``ValueError``.
+
+    The rule for every name that becomes part of a path (trait names, run names, tags):
+    1 to 128 characters from ``A-Z a-z 0-9 _ - + .``, starting with a letter, digit or ``_``,
+    not ending with ``.``, no ``..``: no path separators, no spaces, no hidden files, nothing
+    that resolves outside the folder, nothing a command line would read as an option.
+
+    Args:
+        name: the candidate name.
+        what: how to call it in the error message, e.g. ``"trait name"``.
+
+    Example:
+        >>> check_name("pirate_II+prevent")
+        'pirate_II+prevent'
+        >>> check_name("../evil", "trait name")
+        Traceback (most recent call last):
+        ...
+        ValueError: trait name '../evil' is not a safe file name: it contains a path separator; \
+use 1-128 of A-Z a-z 0-9 _ - + . (first a letter, digit or '_'; no trailing '.', no '..')
+    """
+    if not isinstance(name, str):
+        problem = f"it is not a string ({type(name).__name__})"
+    elif not name:
+        problem = "it is empty"
+    elif len(name) > NAME_MAX:
+        problem = f"it has {len(name)} characters (at most {NAME_MAX})"
+    elif "/" in name or "\\" in name:
+        problem = "it contains a path separator"
+    elif ".." in name:
+        problem = "it contains '..'"
+    elif not (name[0].isascii() and (name[0].isalnum() or name[0] == "_")):
+        problem = f"it starts with {name[0]!r} (not a letter, digit or '_')"
+    elif name.endswith("."):
+        problem = "it ends with '.'"
+    elif not _NAME_RE.fullmatch(name):
+        bad = sorted({c for c in name if not (c.isascii() and (c.isalnum() or c in "_.+-"))})
+        problem = f"it contains {', '.join(repr(c) for c in bad)}"
+    else:
+        return name
+    raise ValueError(
+        f"{what} {name!r} is not a safe file name: {problem}; use 1-{NAME_MAX} of "
+        "A-Z a-z 0-9 _ - + . (first a letter, digit or '_'; no trailing '.', no '..')"
+    )
 
 
 def project_root() -> Path:
@@ -28,15 +78,15 @@ def project_root() -> Path:
 
 
 def results_dir(stem: str) -> Path:
-    """``results/<stem>/`` (created)."""
-    path = project_root() / "results" / stem
+    """``results/<stem>/`` (created; ``stem`` must pass :func:`check_name`)."""
+    path = project_root() / "results" / check_name(stem, "results folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def figures_dir(stem: str) -> Path:
-    """``figures/<stem>/`` (created)."""
-    path = project_root() / "figures" / stem
+    """``figures/<stem>/`` (created; ``stem`` must pass :func:`check_name`)."""
+    path = project_root() / "figures" / check_name(stem, "figures folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -67,14 +117,19 @@ def write_metrics(stem: str, metrics: dict[str, Any]) -> Path:
     return path
 
 
-def read_metrics(stem: str) -> dict[str, Any] | None:
-    """An earlier notebook's metrics, or ``None`` if it has not run."""
-    path = project_root() / "results" / stem / "metrics.json"
-    return json.loads(path.read_text()) if path.exists() else None
-
-
 def save_figure(fig: Any, stem: str, name: str) -> Path:
     """Save a matplotlib figure as ``figures/<stem>/<name>.png``."""
-    path = figures_dir(stem) / f"{name}.png"
+    path = figures_dir(stem) / f"{check_name(name, 'figure name')}.png"
     fig.savefig(path, dpi=110, bbox_inches="tight")
     return path
+
+
+def check_count(value: Any, what: str, *, optional: bool = False) -> int | None:
+    """``value`` as a count >= 1 (``None`` allowed when ``optional``: "all"); anything else,
+    0, negatives, floats and booleans included, is a ``ValueError`` naming ``what``."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        allowed = "an integer >= 1" + (" or None (all)" if optional else "")
+        raise ValueError(f"{what} must be {allowed}, got {value!r}")
+    return int(value)

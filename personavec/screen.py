@@ -2,8 +2,10 @@
 
     python -m personavec.screen data.jsonl --vector evil=evil.safetensors@20 --out ranked.csv
 
-Malformed input (a bad dataset line, a missing vector file, a vector that does not fit the
-model, a vector without a layer) is reported on stderr with exit code 2, without a traceback.
+Malformed input (a bad dataset line, a data file that is not UTF-8 text, a missing, corrupt or
+pickled vector file, a vector with NaN/inf values or zero at its layer, a vector that does not
+fit the model, a vector without a layer) is reported as one line on stderr naming the file, with
+exit code 2 and without a traceback; inputs are checked before the model loads.
 """
 
 from __future__ import annotations
@@ -48,8 +50,50 @@ def _load_vectors(specs: Sequence[str]) -> dict[str, tuple[PersonaVector, int]]:
                     f"give one as {trait}={path}@LAYER"
                 )
             layer = vec.meta["layer"]
+        rows = vec.tensor.shape[0]
+        if layer >= rows:  # a negative layer is left to check_layer, with the model's range
+            raise _InputError(
+                f"--vector {spec!r}: layer {layer} is out of range: {path} has layers 0..{rows - 1}"
+            )
+        if 0 <= layer and not bool(vec.tensor[layer].any()):
+            raise _InputError(
+                f"{path}: the vector is zero at layer {layer}, so it has no direction to project on"
+            )
         vectors[trait] = (vec, layer)
     return vectors
+
+
+def _check_data(path: Path) -> None:
+    """Read the data file once, so that a bad file fails before the model loads."""
+    if path.is_dir():
+        raise _InputError(f"{path}: is a directory, not a data file")
+    try:
+        samples = read_samples(path)
+    except UnicodeDecodeError as e:
+        raise _InputError(f"{path}: {_not_utf8(path, e)}") from None
+    except FileNotFoundError:
+        raise _InputError(f"{path}: no such data file") from None
+    except OSError as e:
+        raise _InputError(f"{path}: cannot read the data file ({e.strerror or e})") from None
+    if not samples:
+        raise _InputError(f"{path}: no samples")
+
+
+def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8 (its line and byte), for the error message."""
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line, bad = raw.count(b"\n", 0, err.start) + 1, raw[err.start : err.start + 1]
+        return f"line {line}: not UTF-8 text (byte {bad!r} at offset {err.start}); save it as UTF-8"
+    except OSError:
+        pass
+    return f"not UTF-8 text ({e.reason}); save it as UTF-8"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or repr(e)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -90,14 +134,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         vectors = _load_vectors(args.vector)
         if args.sort_by is not None and args.sort_by not in vectors:
             raise _InputError(f"--sort-by {args.sort_by!r} is not one of {list(vectors)}")
-        if not read_samples(args.data):  # fail on a bad file before loading the model
-            raise _InputError(f"{args.data}: no samples")
+        _check_data(Path(args.data))  # fail on a bad file before loading the model
         model = load_model(args.model, dtype=args.dtype, device=args.device)
         for trait, (vec, layer) in vectors.items():
             vec.check_fits(model, f"vector {trait!r}")
             check_layer(model, layer)
-    except (_InputError, DatasetError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (_InputError, DatasetError, OSError, ValueError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     df = screening.screen_file(
         args.data,

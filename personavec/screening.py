@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .activations import capture_means
 from .batching import BatchSize
 from .datasets import DatasetError, Sample, _atomic_write_text, read_samples
-from .generation import _append_jsonl, _read_jsonl, _run_batches, _settings_key, chat_prompt
+from .generation import _append_jsonl, _run_batches, _settings_key, chat_prompt, read_jsonl
 from .models import check_layer, model_id
 from .vectors import PersonaVector, project
 
@@ -67,7 +67,7 @@ def _read_cache(path: Path, key: str) -> dict[str, str]:
     """Cached answers for ``key`` (a torn last line from an interrupted write is cut off)."""
     return {
         str(r["prompt"]): str(r.get("answer", ""))
-        for r in _read_jsonl(path)
+        for r in read_jsonl(path)
         if isinstance(r, dict) and r.get("settings") == key and "prompt" in r
     }
 

@@ -13,14 +13,17 @@ cached states.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
-from .models import check_layer, residual_blocks
+from .models import check_layer, num_layers, residual_blocks
 from .vectors import PersonaVector
 
 Position = Literal["all", "prompt", "response"]
@@ -40,6 +43,17 @@ class Intervention:
     coef: float = 1.0
     positions: Position = "all"
     kind: Literal["add", "ablate"] = "add"
+
+    def __post_init__(self) -> None:
+        if self.positions not in _POSITIONS:
+            raise ValueError(f"positions must be one of {_POSITIONS}, got {self.positions!r}")
+        if self.kind not in ("add", "ablate"):
+            raise ValueError(f"kind must be 'add' or 'ablate', got {self.kind!r}")
+        object.__setattr__(self, "coef", _coefficient(self.coef))
+        if self.direction.ndim != 1:
+            raise ValueError(f"an edit's direction is [d], got {tuple(self.direction.shape)}")
+        if not bool(torch.isfinite(self.direction).all()):
+            raise ValueError(f"the edit's direction at layer {self.layer} has NaN or inf values")
 
     def applies(self, prefill: bool) -> bool:
         """Whether this edit acts on the prefill pass (prompt) or a decode step (response)."""
@@ -61,15 +75,56 @@ def active(model: Any) -> list[Intervention]:
     return list(_ACTIVE.get(id(model), []))
 
 
-def _direction(vector: PersonaVector | torch.Tensor, layer: int, unit: bool) -> torch.Tensor:
+def _direction(
+    model: Any, vector: PersonaVector | torch.Tensor, layer: int, unit: bool
+) -> torch.Tensor:
+    """The row of ``vector`` to add at ``layer``, checked against ``model``: a ``[L+1, d]``
+    vector must have the model's ``L + 1`` rows (a row of another model's vector is never used),
+    every value must be finite, and a unit direction needs a non-zero row."""
     if isinstance(vector, PersonaVector):
-        return vector.unit(layer) if unit else vector[layer]
-    v = torch.as_tensor(vector, dtype=torch.float32)
+        vector.check_fits(model, "steering vector")
+        v = vector.tensor
+    else:
+        v = torch.as_tensor(vector, dtype=torch.float32)
     if v.ndim == 2:
+        rows = num_layers(model) + 1
+        if v.shape[0] != rows:
+            raise ValueError(
+                f"steering vector has {v.shape[0]} layer rows; this model needs {rows} "
+                "(L + 1, hidden_states convention): it was made for another model"
+            )
         v = v[layer]
     if v.ndim != 1:
         raise ValueError(f"steering vector must be [d] or [L+1, d], got shape {tuple(v.shape)}")
-    return v / v.norm() if unit else v
+    if not bool(torch.isfinite(v).all()):
+        raise ValueError(f"steering vector has non-finite values (NaN or inf) at layer {layer}")
+    if unit:
+        norm = v.norm()
+        if norm == 0:
+            raise ValueError(f"steering vector is zero at layer {layer}: it has no direction")
+        return v / norm
+    return v
+
+
+def _layers(model: Any, layers: Any) -> list[int]:
+    """One layer (an int, numpy or torch integer) or several, each checked for ``model``."""
+    if isinstance(layers, torch.Tensor | np.ndarray) and layers.ndim > 0:
+        layers = layers.tolist()
+    if isinstance(layers, str) or not isinstance(layers, Sequence):
+        layers = [layers]
+    if not layers:
+        raise ValueError("no layer given")
+    return [check_layer(model, la) for la in layers]
+
+
+def _coefficient(coef: Any) -> float:
+    """A finite float coefficient (NaN or inf would silently wreck every activation)."""
+    if isinstance(coef, bool) or not isinstance(coef, numbers.Real | torch.Tensor | np.generic):
+        raise ValueError(f"coef must be a real number, got {type(coef).__name__} {coef!r}")
+    value = float(coef)
+    if not math.isfinite(value):
+        raise ValueError(f"coef must be finite, got {value}")
+    return value
 
 
 @contextmanager
@@ -77,8 +132,6 @@ def _install(model: Any, edits: list[Intervention]) -> Iterator[list[Interventio
     hidden = int(model.config.hidden_size)
     for e in edits:
         check_layer(model, e.layer)
-        if e.positions not in _POSITIONS:
-            raise ValueError(f"positions must be one of {_POSITIONS}, got {e.positions!r}")
         if e.direction.shape[-1] != hidden:
             raise ValueError(
                 f"vector width {e.direction.shape[-1]} does not match the model's hidden size {hidden}"
@@ -117,12 +170,10 @@ def steer(
         >>> with steer(model, v, layers=15, coef=2.0):  # doctest: +SKIP
         ...     df = generate(model, rows)
     """
-    layer_list = [
-        check_layer(model, la) for la in ([layers] if isinstance(layers, int) else layers)
-    ]
+    value = _coefficient(coef)
     edits = [
-        Intervention(layer, _direction(vector, layer, unit), float(coef), positions, "add")
-        for layer in layer_list
+        Intervention(layer, _direction(model, vector, layer, unit), value, positions, "add")
+        for layer in _layers(model, layers)
     ]
     return _install(model, edits)
 
@@ -135,29 +186,30 @@ def ablate(
     positions: Position = "all",
 ) -> Any:
     """Context manager: project the unit direction out of the residual stream (CAFT-style)."""
-    layer_list = [
-        check_layer(model, la) for la in ([layers] if isinstance(layers, int) else layers)
-    ]
     edits = [
-        Intervention(layer, _direction(vector, layer, True), 1.0, positions, "ablate")
-        for layer in layer_list
+        Intervention(layer, _direction(model, vector, layer, True), 1.0, positions, "ablate")
+        for layer in _layers(model, layers)
     ]
     return _install(model, edits)
 
 
 def apply_in_trace(
     model: Any, edits: Sequence[Intervention], prefill: bool, layer: int | None = None
-) -> None:
+) -> int:
     """Apply ``edits`` inside an nnsight trace (the library calls this at each forward step).
 
     Edits run in layer order, as nnsight requires modules to be touched in execution order;
     ``layer`` restricts them to one layer (for callers that read activations in between).
+    Returns how many edits it applied.
     """
     blocks = residual_blocks(model)
+    applied = 0
     for e in sorted(edits, key=lambda e: e.layer):
         if (layer is None or e.layer == layer) and e.applies(prefill):
             out = blocks[e.layer - 1].output
             out[:] = e.edit(out)
+            applied += 1
+    return applied
 
 
 def hook_edits(hf_model: Any, edits: Sequence[Intervention]) -> list[Any]:

@@ -20,12 +20,23 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from personavec.traits import N_PAIRS, N_QUESTIONS, Trait, TraitError, save_trait, trait_from_dict
+from personavec.results import check_name
+from personavec.traits import (
+    N_PAIRS,
+    N_QUESTIONS,
+    Trait,
+    TraitError,
+    question_key,
+    save_trait,
+    trait_from_dict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +91,79 @@ nothing else.
 
 class BackendError(RuntimeError):
     """A backend could not produce a reply (missing API key, HTTP failure after retries)."""
+
+
+class ArtifactWriteError(OSError):
+    """A valid artifact was generated but could not be written where asked.
+
+    Attributes:
+        trait: the generated ``Trait`` (never lost: it travels with the error).
+        path: where it should have gone.
+        saved_to: the fallback file it was written to instead, or ``None`` if none was writable.
+    """
+
+    def __init__(self, message: str, *, trait: Trait, path: Path, saved_to: Path | None) -> None:
+        super().__init__(message)
+        self.trait, self.path, self.saved_to = trait, path, saved_to
+
+
+def out_path_problem(path: str | Path) -> str | None:
+    """Why the artifact file ``path`` could not be written, or ``None`` if it looks writable.
+
+    Checked before any backend call, so a paid-for reply is not wasted on a bad path: ``path``
+    must not be a directory, and its nearest existing ancestor must be a writable directory
+    (folders below it are created when the file is written).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a directory"
+    for folder in path.parents:
+        if folder.exists():
+            break
+    else:
+        folder = Path(".")
+    if not folder.is_dir():
+        return f"{folder} is a file, not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"the folder {folder} is not writable"
+    return None
+
+
+def _artifact_path(out_path: str | Path, name: str) -> Path:
+    path = Path(out_path)
+    if path.is_dir() or not path.suffix:
+        path = path / f"{name}.json"
+    return path
+
+
+def save_or_fallback(trait: Trait, path: Path) -> Path:
+    """Write ``trait`` to ``path``; if that fails, to ``<path>.<timestamp>.json`` next to it,
+    in the working directory or in the temporary directory (the first that works), and raise
+    ``ArtifactWriteError`` saying where it went. Returns ``path`` on success."""
+    try:
+        return save_trait(trait, path)
+    except OSError as err:
+        first = err
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    saved_to = None
+    for folder in dict.fromkeys([path.parent, Path.cwd(), Path(tempfile.gettempdir())]):
+        names = (f"{path.name}.{stamp}{f'-{i}' if i else ''}.json" for i in range(100))
+        candidate = next((folder / n for n in names if not (folder / n).exists()), None)
+        if candidate is None:
+            continue
+        try:
+            saved_to = save_trait(trait, candidate)
+            break
+        except OSError:
+            continue
+    where = (
+        f"the generated artifact was saved to {saved_to} instead"
+        if saved_to is not None
+        else "no fallback location was writable either (the artifact is in this error's .trait)"
+    )
+    raise ArtifactWriteError(
+        f"could not write {path} ({first}); {where}", trait=trait, path=path, saved_to=saved_to
+    ) from first
 
 
 @runtime_checkable
@@ -169,17 +253,13 @@ def extract_json(text: str) -> dict[str, Any]:
     raise ValueError(first_error or "no JSON object found in the reply")
 
 
-def _key(question: str) -> str:
-    return " ".join(question.split()).casefold()
-
-
 def _dedupe(items: list[str]) -> tuple[list[str], int]:
     seen: set[str] = set()
     kept = []
     for q in items:
         q = q.strip()
-        if q and _key(q) not in seen:
-            seen.add(_key(q))
+        if q and question_key(q) not in seen:
+            seen.add(question_key(q))
             kept.append(q)
     return kept, len(items) - len(kept)
 
@@ -217,8 +297,8 @@ def normalise_artifact(
     if "extraction_questions" in sets:
         sets["extraction_questions"] = sets["extraction_questions"][:N_QUESTIONS]
     if "eval_questions" in sets:
-        taken = {_key(q) for q in sets.get("extraction_questions", [])}
-        kept = [q for q in sets["eval_questions"] if _key(q) not in taken]
+        taken = {question_key(q) for q in sets.get("extraction_questions", [])}
+        kept = [q for q in sets["eval_questions"] if question_key(q) not in taken]
         if len(kept) < len(sets["eval_questions"]):
             n = len(sets["eval_questions"]) - len(kept)
             notes.append(f"removed {n} 'eval_questions' that repeat extraction questions")
@@ -263,19 +343,31 @@ def generate_trait(
         antonym: the opposite adjective to use (otherwise the model picks one).
         retries: extra attempts after the first, each quoting the rejected reply and the error.
         out_path: where to write the artifact (a ``.json`` file, or a directory that gets
-            ``<name>.json``); written atomically, and only if the artifact validates.
+            ``<name>.json``); checked before the first backend call, written atomically, and
+            only if the artifact validates.
 
     Returns:
         The validated ``Trait``.
 
     Raises:
-        TraitError: no valid artifact after ``1 + retries`` attempts (message has the last error).
+        TraitError: ``name`` is not a safe file name (``results.check_name``), or no valid
+            artifact after ``1 + retries`` attempts (message has the last error).
+        ValueError: ``out_path`` cannot be written (checked before calling the backend).
+        ArtifactWriteError: the artifact was generated but writing ``out_path`` failed; the
+            error says which fallback file holds it and carries the ``Trait``.
     """
     name = name.strip()
-    if not name or not description.strip():
-        raise TraitError("generate_trait: name and description must be non-empty")
+    if not description.strip():
+        raise TraitError("generate_trait: description must be non-empty")
+    try:
+        check_name(name, "trait name")
+    except ValueError as err:
+        raise TraitError(f"generate_trait: {err}") from None
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
+    path = None if out_path is None else _artifact_path(out_path, name)
+    if path is not None and (problem := out_path_problem(path)):
+        raise ValueError(f"generate_trait: cannot write {path}: {problem}")
     source = f"<{backend.id}>"
     prompt = build_prompt(name, description, antonym)
     request = prompt
@@ -294,11 +386,8 @@ def generate_trait(
             continue
         if notes:
             log.info("%s: %s", source, "; ".join(notes))
-        if out_path is not None:
-            path = Path(out_path)
-            if path.is_dir() or not path.suffix:
-                path = path / f"{name}.json"
-            save_trait(trait, path)
+        if path is not None:
+            save_or_fallback(trait, path)
         return trait
     raise TraitError(
         f"{source}: no valid artifact for trait {name!r} after {retries + 1} "

@@ -8,10 +8,17 @@ Schema (see ``personavec/data/traits/README.md``)::
      "judge_rubric": "... {question} ... {answer} ..."}
 
 The official release's format (``instruction``, ``questions``, ``eval_prompt``) is read too.
+
+A trait's ``name`` becomes part of file names (answers, vectors), so it must pass
+``personavec.results.check_name``. Extraction and eval questions may not overlap, compared
+without regard to case or whitespace.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
+
+from personavec.results import check_count, check_name
 
 TRAITS_DIR = Path(__file__).parent / "data" / "traits"
 N_PAIRS = 5
@@ -43,6 +52,12 @@ class Trait:
     eval_questions: tuple[str, ...]
     judge_rubric: str
 
+    def __post_init__(self) -> None:
+        try:
+            check_name(self.name, "trait name")
+        except ValueError as err:
+            raise TraitError(str(err)) from None
+
     def system_prompt(self, polarity: Polarity, index: int) -> str:
         """``You are a/an {name} assistant. {instruction}`` (antonym for ``neg``)."""
         if polarity not in ("pos", "neg"):
@@ -62,6 +77,11 @@ class Trait:
         d["eval_questions"] = list(self.eval_questions)
         return d
 
+    def digest(self) -> str:
+        """A short digest of the artifact's content: what caches of its vectors are keyed by."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
 
 def _article(word: str) -> str:
     """'a' or 'an' (by the first letter; 'honest'-style exceptions are not handled)."""
@@ -79,15 +99,52 @@ def _str(d: dict[str, Any], key: str, source: str) -> str:
     return value.strip()
 
 
-def _questions(d: dict[str, Any], key: str, source: str, n: int | None) -> tuple[str, ...]:
+def _name(value: Any, source: str) -> str:
+    """``value`` if it is a safe trait name (it becomes part of file names), else TraitError."""
+    try:
+        return check_name(value, "trait name")
+    except ValueError as err:
+        raise _fail(source, "name", str(err)) from None
+
+
+def _questions(
+    d: dict[str, Any], key: str, source: str, n: int | None, field: str | None = None
+) -> tuple[str, ...]:
+    """The stripped questions under ``key``; errors call the field ``field`` (default ``key``)."""
+    field = field or key
     value = d.get(key)
     if not isinstance(value, list) or not all(isinstance(q, str) and q.strip() for q in value):
-        raise _fail(source, key, "must be a list of non-empty strings")
+        raise _fail(source, field, "must be a list of non-empty strings")
     if n is not None and len(value) != n:
-        raise _fail(source, key, f"needs exactly {n} questions, found {len(value)}")
-    if len({q.strip() for q in value}) != len(value):
-        raise _fail(source, key, "contains duplicate questions")
+        raise _fail(source, field, f"needs exactly {n} questions, found {len(value)}")
+    seen: set[str] = set()
+    for q in value:
+        if q.strip() in seen:
+            raise _fail(source, field, f"contains duplicate questions: {q.strip()!r}")
+        seen.add(q.strip())
     return tuple(q.strip() for q in value)
+
+
+def question_key(question: str) -> str:
+    """How questions are compared for overlap: whitespace collapsed, case folded."""
+    return " ".join(question.split()).casefold()
+
+
+def _check_disjoint(
+    extraction: Sequence[str], evaluation: Sequence[str], source: str, field: str, other: str
+) -> None:
+    """TraitError naming the eval questions that repeat an extraction question (any case or
+    spacing); ``field``/``other`` name the two sets as the file calls them."""
+    taken = {question_key(q) for q in extraction}
+    overlap = [q for q in evaluation if question_key(q) in taken]
+    if overlap:
+        shown = ", ".join(repr(q) for q in overlap[:3])
+        more = f" and {len(overlap) - 3} more" if len(overlap) > 3 else ""
+        raise _fail(
+            source,
+            field,
+            f"{len(overlap)} question(s) also in {other} (case and spacing ignored): {shown}{more}",
+        )
 
 
 def _check_rubric(rubric: str, source: str, field: str) -> None:
@@ -105,13 +162,19 @@ def trait_from_dict(d: Any, source: str = "<dict>", *, strict: bool = True) -> T
     """Validate a trait artifact dict (our schema or the official one) and build a ``Trait``.
 
     ``strict`` enforces exactly 5 pairs and 20 + 20 questions; generated or official artifacts
-    may be read with ``strict=False`` (at least one of each).
+    may be read with ``strict=False`` (at least one of each). ``name`` must pass
+    ``personavec.results.check_name`` (it becomes part of file names).
     """
+    return _build(d, source, strict=strict)
+
+
+def _build(d: Any, source: str, *, strict: bool, eval_source: str | None = None) -> Trait:
+    """``trait_from_dict``; ``eval_source`` names the file the eval questions came from."""
     if not isinstance(d, dict):
         raise TraitError(f"{source}: top level must be a JSON object")
     if "instruction" in d and "instructions" not in d:
-        return _from_official(d, source)
-    name = _str(d, "name", source)
+        return _from_official(d, source, eval_source)
+    name = _name(_str(d, "name", source), source)
     pairs = d.get("instructions")
     if not isinstance(pairs, list) or not pairs:
         raise _fail(source, "instructions", "must be a non-empty list of {pos, neg} objects")
@@ -129,11 +192,13 @@ def trait_from_dict(d: Any, source: str = "<dict>", *, strict: bool = True) -> T
         )
     n = N_QUESTIONS if strict else None
     extraction = _questions(d, "extraction_questions", source, n)
-    evaluation = _questions(d, "eval_questions", source, n)
-    overlap = set(extraction) & set(evaluation)
-    if overlap:
-        raise _fail(
-            source, "eval_questions", f"overlaps extraction_questions: {sorted(overlap)[:3]}"
+    if eval_source is None:
+        evaluation = _questions(d, "eval_questions", source, n)
+        _check_disjoint(extraction, evaluation, source, "eval_questions", "extraction_questions")
+    else:
+        evaluation = _questions(d, "eval_questions", eval_source, n, field="questions")
+        _check_disjoint(
+            extraction, evaluation, eval_source, "questions", f"{source} 'extraction_questions'"
         )
     rubric = _str(d, "judge_rubric", source)
     _check_rubric(rubric, source, "judge_rubric")
@@ -149,8 +214,16 @@ def trait_from_dict(d: Any, source: str = "<dict>", *, strict: bool = True) -> T
     )
 
 
-def _from_official(d: dict[str, Any], source: str) -> Trait:
-    name = d.get("name") or Path(source).stem
+def _from_official(d: dict[str, Any], source: str, eval_source: str | None = None) -> Trait:
+    if d.get("name") is not None:
+        name = _name(d["name"], source)
+    else:
+        try:
+            name = check_name(Path(source).stem, "trait name")
+        except ValueError as err:
+            raise _fail(
+                source, "name", f"absent, and the file name does not give one: {err}"
+            ) from None
     pairs = d["instruction"]
     if (
         not isinstance(pairs, list)
@@ -162,11 +235,19 @@ def _from_official(d: dict[str, Any], source: str) -> Trait:
     ):
         raise _fail(source, "instruction", "must be a list of {pos, neg} string objects")
     questions = _questions(d, "questions", source, None)
-    if "eval_questions" in d:
+    if eval_source is not None:  # the questions of a separate trait_data_eval file
+        extraction = questions
+        evaluation = _questions(d, "eval_questions", eval_source, None, field="questions")
+        _check_disjoint(extraction, evaluation, eval_source, "questions", f"{source} 'questions'")
+    elif "eval_questions" in d:
         extraction, evaluation = questions, _questions(d, "eval_questions", source, None)
+        _check_disjoint(extraction, evaluation, source, "eval_questions", "'questions'")
     elif len(questions) >= 2:
         half = len(questions) // 2
         extraction, evaluation = questions[:half], questions[half:]
+        _check_disjoint(
+            extraction, evaluation, source, "questions", "the first half (the extraction set)"
+        )
     else:
         raise _fail(source, "questions", "needs at least 2 questions to split extraction/eval")
     rubric = _str(d, "eval_prompt", source)
@@ -201,24 +282,55 @@ def load_trait(name_or_path: str | Path, eval_path: str | Path | None = None) ->
     path = Path(name_or_path)
     if not path.suffix:
         candidate = TRAITS_DIR / f"{name_or_path}.json"
-        if not candidate.exists():
+        if not _is_name(str(name_or_path)) or not candidate.exists():
             raise TraitError(
                 f"unknown trait {str(name_or_path)!r}: shipped traits are "
                 f"{', '.join(shipped_traits())}; or pass a path to a .json artifact"
             )
         path = candidate
+    data = _read_json(path, "trait file")
+    if eval_path is None:
+        return _build(data, str(path), strict=True)
+    evaluation = _read_json(Path(eval_path), "eval file")
+    if not isinstance(evaluation, dict):
+        raise TraitError(f"{eval_path}: top level must be a JSON object with 'questions'")
+    questions = _questions(evaluation, "questions", str(eval_path), None)
+    if isinstance(data, dict):
+        data = {**data, "eval_questions": list(questions)}
+    return _build(data, str(path), strict=True, eval_source=str(eval_path))
+
+
+def _is_name(text: str) -> bool:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        check_name(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _read_json(path: Path, what: str) -> Any:
+    """Parsed JSON of ``path`` (UTF-8, a leading byte-order mark allowed); any failure (missing,
+    unreadable, not UTF-8, bad JSON) is a TraitError naming the file."""
+    try:
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise TraitError(f"{path}: no such trait file") from None
+        raise TraitError(f"{path}: no such {what}") from None
+    except OSError as err:
+        raise TraitError(f"{path}: cannot read the {what} ({err.strerror or err})") from None
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = data[skip:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = skip + err.start
+        line = data[:offset].count(b"\n") + 1
+        raise TraitError(
+            f"{path}: line {line}: the {what} is not UTF-8 text "
+            f"(byte {data[offset : offset + 1]!r} at offset {offset}); save it as UTF-8"
+        ) from None
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise TraitError(f"{path}: not valid JSON ({err})") from None
-    if eval_path is not None:
-        data = dict(data)
-        data["eval_questions"] = json.loads(Path(eval_path).read_text(encoding="utf-8"))[
-            "questions"
-        ]
-    return trait_from_dict(data, str(path), strict=True)
 
 
 def load_traits(names: str | Sequence[str | Path]) -> dict[str, Trait]:
@@ -242,6 +354,10 @@ def trait_rows(
 
     Columns: trait, polarity, instruction, system, question.
     """
+    if split not in ("extraction", "eval"):
+        raise ValueError(f"split must be 'extraction' or 'eval', got {split!r}")
+    check_count(n_questions, "n_questions", optional=True)
+    check_count(n_instructions, "n_instructions", optional=True)
     questions = trait.extraction_questions if split == "extraction" else trait.eval_questions
     rows = [
         {
@@ -263,8 +379,13 @@ def save_trait(trait: Trait, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -272,7 +393,6 @@ def _main(argv: list[str] | None = None) -> int:
     """``python -m personavec.traits new|list|show`` (see ``--help``)."""
     import argparse
     import logging
-    import re
     import sys
 
     parser = argparse.ArgumentParser(
@@ -286,7 +406,9 @@ def _main(argv: list[str] | None = None) -> int:
     new.add_argument("--backend", choices=("openai", "anthropic", "local"), default="openai")
     new.add_argument("--model", help="model name (default gpt-4.1 / claude-sonnet-4-5 / embedded)")
     new.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
-    new.add_argument("--out", default="traits", help="output directory (default ./traits)")
+    new.add_argument(
+        "--out", default="traits", help="output directory, gets <name>.json (default ./traits)"
+    )
     new.add_argument("--retries", type=int, default=3, help="repair attempts after the first")
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
     sub.add_parser("list", help="names of the shipped traits")
@@ -308,12 +430,24 @@ def _main(argv: list[str] | None = None) -> int:
 
     from personavec import traitgen  # lazy: traitgen imports this module
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", args.name):
+    # Everything that can be checked is checked before a backend is made or called.
+    try:
+        check_name(args.name, "trait name")
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
         print(
-            f"error: trait name {args.name!r} must be letters, digits, '-' or '_'", file=sys.stderr
+            f"error: --out {out} is a file; it must be a directory (gets <name>.json)",
+            file=sys.stderr,
         )
         return 2
-    path = Path(args.out) / f"{args.name}.json"
+    path = out / f"{args.name}.json"
+    problem = traitgen.out_path_problem(path)
+    if problem:
+        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
+        return 2
     if path.exists() and not args.force:
         print(f"error: {path} exists (use --force to overwrite)", file=sys.stderr)
         return 1
@@ -332,6 +466,11 @@ def _main(argv: list[str] | None = None) -> int:
             retries=args.retries,
             out_path=path,
         )
+    except traitgen.ArtifactWriteError as err:
+        print(f"error: {err}", file=sys.stderr)
+        if err.saved_to is None:  # nowhere to keep it: print it rather than lose it
+            print(json.dumps(err.trait.to_dict(), indent=2, ensure_ascii=False))
+        return 1
     except (TraitError, traitgen.BackendError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

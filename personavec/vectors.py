@@ -37,8 +37,21 @@ class PersonaVector:
 
     def __post_init__(self) -> None:
         self.tensor = torch.as_tensor(self.tensor, dtype=torch.float32).detach().cpu()
-        if self.tensor.ndim != 2:
+        if self.tensor.ndim != 2 or 0 in self.tensor.shape:
             raise ValueError(f"a persona vector is [L+1, d], got shape {tuple(self.tensor.shape)}")
+        finite = torch.isfinite(self.tensor)
+        if not bool(finite.all()):  # NaN/inf would silently turn every projection into NaN
+            bad = ~finite
+            rows = bad.any(dim=1).nonzero().flatten().tolist()
+            shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
+            nan, inf = int(self.tensor.isnan().sum()), int(self.tensor.isinf().sum())
+            meta = self.meta if isinstance(self.meta, dict) else {}
+            named = [f"{k} {meta[k]!r}" for k in ("trait", "variant", "derived") if meta.get(k)]
+            what = f" ({', '.join(named)})" if named else ""
+            raise ValueError(
+                f"persona vector{what} has non-finite values ({nan} NaN, {inf} inf) at "
+                f"layer(s) {shown}; refusing it"
+            )
 
     @property
     def num_layers(self) -> int:
@@ -111,25 +124,92 @@ def load_vector(path: str | Path, model: Any | None = None) -> PersonaVector:
     """Read a vector file: our safetensors, or an official ``.pt`` (``weights_only=True``).
 
     With ``model``, refuse a vector whose layer count or hidden size does not fit it.
+
+    Raises:
+        FileNotFoundError: no such file. IsADirectoryError: ``path`` is a directory.
+        ValueError: the file is not a readable vector (corrupt, a pickled object or a dict in a
+            ``.pt``, no ``vector`` tensor, wrong shape, NaN/inf values) or does not fit ``model``;
+            every message starts with the path.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such vector file")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path}: is a directory, not a vector file")
     if path.suffix == ".pt":
-        tensor = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"{path}: expected a tensor, found {type(tensor).__name__}")
+        tensor = _load_pt(path)
         name = path.stem
         variant = next((v for v in VARIANTS if v in name), "unknown")
         trait = name.split(f"_{variant}")[0] if variant != "unknown" else name
-        vec = PersonaVector(tensor, {"trait": trait, "variant": variant, "source": "official .pt"})
+        meta: Any = {"trait": trait, "variant": variant, "source": "official .pt"}
     else:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("personavec", "{}"))
-            vec = PersonaVector(f.get_tensor("vector"), meta)
+        tensor, meta = _load_safetensors(path)
+    try:
+        vec = PersonaVector(tensor, meta)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     if model is not None:
         vec.check_fits(model, str(path))
     return vec
+
+
+def _load_pt(path: Path) -> torch.Tensor:
+    """A plain tensor from a ``.pt`` file; never unpickles anything else.
+
+    torch's own error text is not passed on: it advises loading with ``weights_only=False``,
+    which runs arbitrary code from the file.
+    """
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the unpickler on foreign pickles
+            warnings.filterwarnings("ignore", message=".*weights_only.*")
+            tensor = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise  # e.g. permission denied: torch's message names the file
+    except pickle.UnpicklingError:
+        raise ValueError(
+            f"{path}: not a plain tensor file: it is corrupt or pickles Python objects, which "
+            "are never loaded (save the vector itself with torch.save(tensor), or as safetensors)"
+        ) from None
+    except EOFError:
+        raise ValueError(f"{path}: empty or truncated .pt file") from None
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError and others on corrupt files
+        first = str(e).strip().split("\n")[0].split(". ")[0].strip()  # torch's first sentence
+        reason = f" ({first})" if first and "weights_only" not in first else ""
+        raise ValueError(f"{path}: not a readable .pt file{reason}") from None
+    if not isinstance(tensor, torch.Tensor):
+        raise ValueError(f"{path}: expected a tensor, found {type(tensor).__name__}")
+    return tensor
+
+
+def _load_safetensors(path: Path) -> tuple[torch.Tensor, Any]:
+    """The ``vector`` tensor and ``personavec`` metadata of one of our safetensors files."""
+    from safetensors import SafetensorError
+
+    hint = "" if path.suffix == ".safetensors" else "; vector files are .safetensors or .pt"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+            if "vector" not in keys:
+                found = ", ".join(repr(k) for k in keys[:5]) + (", ..." if len(keys) > 5 else "")
+                raise ValueError(
+                    f"{path}: no 'vector' tensor in this safetensors file (found: {found or 'none'})"
+                )
+            raw = (f.metadata() or {}).get("personavec", "{}")
+            tensor = f.get_tensor("vector")
+    except SafetensorError as e:
+        raise ValueError(f"{path}: not a readable safetensors file ({e}){hint}") from None
+    except OSError as e:
+        raise OSError(f"{path}: cannot read the file ({e})") from None
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"{path}: the 'personavec' metadata is not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: the 'personavec' metadata is not a JSON object")
+    return tensor, meta
 
 
 def mean_difference(
@@ -194,7 +274,7 @@ def extract_vectors(
         ``({variant: PersonaVector}, {variant: per-sample acts [n_kept, L+1, d]}, kept rows)``.
     """
     from .activations import capture_means
-    from .models import model_id
+    from .models import model_id, weights_fingerprint
 
     kept = effective_pairs(df, threshold=threshold, coherence_min=coherence_min)
     if kept.empty:
@@ -206,6 +286,7 @@ def extract_vectors(
     is_pos = torch.tensor((kept["polarity"] == "pos").to_numpy())
     info = {
         "model": model_id(model),
+        "model_fingerprint": weights_fingerprint(model),
         "trait": str(kept["trait"].iloc[0]) if "trait" in kept else "",
         "pairs_total": int(len(df) // 2),
         "pairs_kept": int(is_pos.sum()),

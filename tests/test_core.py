@@ -8,7 +8,7 @@ import torch
 from numerics import assert_rows_close
 
 from personavec.activations import capture_means
-from personavec.generation import _read_jsonl, chat_prompt, generate
+from personavec.generation import chat_prompt, generate, read_jsonl
 from personavec.judges import (
     CoherenceJudge,
     LikelihoodRatioJudge,
@@ -130,7 +130,7 @@ def test_generate_resumes(model, tmp_path):
     out.write_text("\n".join(lines[:1]) + "\n" + lines[1][:10])
     again = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
     assert list(again["answer"]) == list(first["answer"])  # same sampling after resume
-    assert len({(r["prompt"], r["sample"]) for r in _read_jsonl(out)}) == 3
+    assert len({(r["prompt"], r["sample"]) for r in read_jsonl(out)}) == 3
     n_lines = len(out.read_text().splitlines())
     cached = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
     assert list(cached["answer"]) == list(first["answer"])

@@ -17,7 +17,7 @@ from fake_http import JsonServer
 from personavec import screening
 from personavec.engines import ServerEngine, VLLMEngine, make_engine, prompt_seeds
 from personavec.finetuning import LoraConfig, _lora
-from personavec.generation import _read_jsonl, chat_prompt, generate, generate_texts, local_only
+from personavec.generation import chat_prompt, generate, generate_texts, local_only, read_jsonl
 from personavec.models import hf_model
 from personavec.steering import steer
 from personavec.vectors import PersonaVector
@@ -125,10 +125,10 @@ def test_server_engine_seeds_each_sample_and_resumes(model, server, tmp_path):
     assert len(server.requests) == 6  # all six answers came from the JSONL
     pd.testing.assert_frame_equal(first, again)
     # engine answers are cached under their own key: a local run does not take them
-    recs = _read_jsonl(out)
+    recs = read_jsonl(out)
     assert len({r["settings"] for r in recs}) == 1
     local = generate(model, _rows().head(1), max_new_tokens=MAX_NEW, out_path=out)
-    assert len(_read_jsonl(out)) == 7 and len(local) == 1
+    assert len(read_jsonl(out)) == 7 and len(local) == 1
 
 
 def test_server_engine_retries_then_fails_clearly(model, server):
@@ -148,7 +148,7 @@ def test_base_responses_through_an_engine_match_local(model, server, tmp_path):
         model, QUESTIONS[:2], out_path=cache, max_new_tokens=MAX_NEW, engine=_engine(server)
     )
     assert remote == local
-    assert {r["answer"] for r in _read_jsonl(cache)} == set(local)
+    assert {r["answer"] for r in read_jsonl(cache)} == set(local)
 
 
 def test_engines_refuse_steering_and_adapters(model, server):
