@@ -18,10 +18,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .activations import _pad_pairs
+from .activations import pad_pairs
 from .batching import BatchSize, buckets, generation_batch_size, run_splitting
 from .engines import prompt_seeds
-from .models import has_adapter, model_identity, residual_blocks
+from .models import has_adapter, model_identity
 from .results import check_count
 from .steering import active, apply_in_trace
 
@@ -53,7 +53,14 @@ def chat_prompt(
 
 
 def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
-    """Chat prompts for a frame with ``system`` and ``question`` (and optional ``history``)."""
+    """Chat prompts for a frame with ``system`` and ``question`` (and optional ``history``);
+    a frame with a ``prompt`` column and no ``question`` column gives chat-template texts,
+    taken verbatim."""
+    if "prompt" in rows.columns and "question" not in rows.columns:
+        bad = [i for i, p in enumerate(rows["prompt"]) if not isinstance(p, str)]
+        if bad:
+            raise ValueError(f"rows[{bad[0]}]: 'prompt' must be a string")
+        return list(rows["prompt"])
     for col in ("system", "question"):
         if col not in rows.columns:
             raise ValueError(f"rows need a '{col}' column; got {list(rows.columns)}")
@@ -71,27 +78,23 @@ def _generate_batch(
 ) -> list[str]:
     """One left-padded batch of tokenised chat prompts through nnsight ``generate``."""
     tok = model.tokenizer
-    input_ids, attention_mask, _, _ = _pad_pairs([(x, len(x)) for x in ids], tok.pad_token_id)
+    input_ids, attention_mask, _, _ = pad_pairs([(x, len(x)) for x in ids], tok.pad_token_id)
     sample = temperature > 0
     kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample}
     if sample:
         kwargs.update(temperature=temperature, top_p=top_p)
     edits = active(model)
-    touch = residual_blocks(model)[min(e.layer for e in edits) - 1] if edits else None
+    # each step of the loop below touches a module even when no edit applies to it (touch=True):
+    # a step that touches none would make tracer.all() spin forever (nnsight 0.8)
     with warnings.catch_warnings():
         # an open ``tracer.all()`` loop ends when generation stops early (EOS): expected
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
             with tracer.invoke({"input_ids": input_ids, "attention_mask": attention_mask}):
-                if edits and all(e.positions == "prompt" for e in edits):
-                    apply_in_trace(model, edits, True)  # the prefill only: no per-step loop
-                elif edits:
+                if edits:
                     prefill = True
                     for _ in tracer.all():
-                        if not apply_in_trace(model, edits, prefill):
-                            # a step the loop body does not touch makes tracer.all() spin
-                            # forever (nnsight 0.8): read the first edited block instead
-                            _ = touch.output
+                        apply_in_trace(model, edits, prefill, generating=True, touch=True)
                         prefill = False
             with tracer.invoke():
                 out = tracer.result.save()
@@ -274,7 +277,8 @@ def generate(
     desc: str = "generate",
     engine: Engine | None = None,
 ) -> pd.DataFrame:
-    """Answer every row (``system``, ``question``, optional ``history``) ``n_samples`` times.
+    """Answer every row (``system``, ``question``, optional ``history``; or a ready chat-template
+    ``prompt``, see :func:`row_prompts`) ``n_samples`` times.
 
     Other columns (trait, polarity, instruction, ...) are carried into the result, which adds
     ``sample``, ``prompt`` and ``answer``. With ``out_path`` each finished batch is appended to
@@ -308,7 +312,9 @@ def generate(
         for r in read_jsonl(path):
             if r.get("settings") == key:
                 done[(r["prompt"], r["sample"])] = r["answer"]
-    todo = jobs  # batches are formed over all jobs, so a resumed run batches (and samples) alike
+    # sampled answers are seeded per batch, so batches are formed over all jobs and a resumed
+    # run batches (and samples) alike; greedy answers need no seed: only missing ones are run
+    todo = jobs if temperature > 0 else [j for j in jobs if (j["prompt"], j["sample"]) not in done]
 
     def finished(idx: list[int]) -> bool:
         return all((todo[i]["prompt"], todo[i]["sample"]) in done for i in idx)
@@ -330,6 +336,8 @@ def generate(
     ):
         new = []
         for i, ans in zip(idx, answers, strict=True):
+            if (todo[i]["prompt"], todo[i]["sample"]) in done:
+                continue  # cached (a partly finished batch, or a repeated row): keep that answer
             done[(todo[i]["prompt"], todo[i]["sample"])] = ans
             new.append(
                 {

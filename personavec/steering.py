@@ -4,9 +4,10 @@
 residual stream at ``hidden_states[layer]`` (the output of decoder block ``layer - 1``) for every
 library generation or trace run inside the block, and removes it on exit, whatever happens.
 
-Positions: ``all`` (every token), ``prompt`` (the prefill pass only) or ``response`` (the
-generated tokens only; the first generated token is still read from the last prompt position,
-so ``response`` steering starts to act from the second token, as in a KV-cached decode).
+Positions (the official release's semantics): ``all`` edits every token; ``prompt`` the prefill
+pass only; ``response`` the last position of every forward of a generation, the prefill's
+included, so the last prompt token and every generated token are steered and the first generated
+token already changes. In teacher-forced passes (capture, log-probs) ``response`` edits nothing.
 Every ``generate`` call starts with an empty KV cache, so steered and unsteered runs never share
 cached states.
 """
@@ -58,6 +59,19 @@ class Intervention:
     def applies(self, prefill: bool) -> bool:
         """Whether this edit acts on the prefill pass (prompt) or a decode step (response)."""
         return self.positions == "all" or (self.positions == "prompt") == prefill
+
+    def edit_positions(self, out: Any, prefill: bool, generating: bool) -> None:
+        """Edit ``out`` (a block's output inside a trace) in place where this edit applies.
+
+        While generating, ``response`` edits the last position of every forward, the prefill's
+        included (the official release's semantics): the last prompt token is steered, and with
+        it the first generated token. In a teacher-forced pass (capture, log-probs) ``response``
+        edits nothing and ``prompt`` / ``all`` edit every position.
+        """
+        if generating and prefill and self.positions == "response":
+            out[:, -1] = self.edit(out[:, -1])
+        elif self.applies(prefill):
+            out[:] = self.edit(out)
 
     def edit(self, h: torch.Tensor) -> torch.Tensor:
         """Return the edited activations (``h``: ``[..., d]``)."""
@@ -194,21 +208,31 @@ def ablate(
 
 
 def apply_in_trace(
-    model: Any, edits: Sequence[Intervention], prefill: bool, layer: int | None = None
+    model: Any,
+    edits: Sequence[Intervention],
+    prefill: bool,
+    layer: int | None = None,
+    *,
+    generating: bool = False,
+    touch: bool = False,
 ) -> int:
     """Apply ``edits`` inside an nnsight trace (the library calls this at each forward step).
 
     Edits run in layer order, as nnsight requires modules to be touched in execution order;
     ``layer`` restricts them to one layer (for callers that read activations in between).
-    Returns how many edits it applied.
+    ``generating`` marks the forwards of a generation (see :meth:`Intervention.edit_positions`);
+    ``touch`` reads the first edited block when no edit applies at this step (a per-step
+    ``tracer.all()`` loop needs every step to touch a module). Returns how many edits applied.
     """
     blocks = residual_blocks(model)
     applied = 0
     for e in sorted(edits, key=lambda e: e.layer):
-        if (layer is None or e.layer == layer) and e.applies(prefill):
-            out = blocks[e.layer - 1].output
-            out[:] = e.edit(out)
+        acts = e.applies(prefill) or (generating and e.positions == "response")
+        if (layer is None or e.layer == layer) and acts:
+            e.edit_positions(blocks[e.layer - 1].output, prefill, generating)
             applied += 1
+    if touch and not applied and edits:  # read a block so this step still touches a module
+        _ = blocks[min(e.layer for e in edits) - 1].output
     return applied
 
 

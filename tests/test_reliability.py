@@ -115,8 +115,8 @@ def test_load_or_extract_reuses_only_what_this_model_made_from_this_artifact(
 
     def fake_extract(model, trait, **kwargs):
         calls.append(trait.digest())
-        v = PersonaVector(torch.ones(L + 1, D), {"layer": 7})
-        return extraction.Extraction(trait, {"response_avg": v}, 7, None, None, None)
+        v = PersonaVector(torch.ones(L + 1, D), layer=7)
+        return extraction.Extraction(trait, {"response_avg": v}, None, None, None)
 
     monkeypatch.setattr(extraction, "extract_trait", fake_extract)
     saved = PersonaVector(
@@ -130,11 +130,11 @@ def test_load_or_extract_reuses_only_what_this_model_made_from_this_artifact(
         },
     )
     saved.save(tmp_path / "vectors" / "pirate_response_avg.safetensors")
-    vec, layer = extraction.load_or_extract(model, pirate, out_dir=tmp_path)
-    assert layer == 12 and calls == []  # everything matches: reused
+    vec = extraction.load_or_extract(model, pirate, out_dir=tmp_path)
+    assert vec.layer == 12 and calls == []  # everything matches: reused
     with pytest.warns(UserWarning, match="trait_sha"):
-        vec, layer = extraction.load_or_extract(model, custom, out_dir=tmp_path)
-    assert layer == 7 and calls == [custom.digest()]  # another artifact of the same name
+        vec = extraction.load_or_extract(model, custom, out_dir=tmp_path)
+    assert vec.layer == 7 and calls == [custom.digest()]  # another artifact of the same name
     with perturbed(model), pytest.warns(UserWarning, match="model_fingerprint"):
         extraction.load_or_extract(model, pirate, out_dir=tmp_path)
     with pytest.warns(UserWarning, match="judged by"):
@@ -253,7 +253,7 @@ def _reference(model, prompt: str, n_new: int, edit_at) -> list[int]:
 
 
 LAYER = 8
-DELTA = 12.0 * torch.nn.functional.normalize(
+DELTA = 60.0 * torch.nn.functional.normalize(
     torch.randn(D, generator=torch.Generator().manual_seed(11)), dim=0
 )
 SEMANTICS = {
@@ -261,8 +261,8 @@ SEMANTICS = {
     "all": lambda p, n_prompt, n: True,
     # the prefill only: prompt positions, never a generated token
     "prompt": lambda p, n_prompt, n: p < n_prompt,
-    # decode steps only: generated tokens from the first one fed back, not the prompt
-    "response": lambda p, n_prompt, n: p >= n_prompt,
+    # the last position of every forward (official): the last prompt token, then each new one
+    "response": lambda p, n_prompt, n: p >= n_prompt - 1,
 }
 
 
@@ -276,6 +276,8 @@ def test_steered_generation_terminates_and_edits_its_positions(model, positions)
             out = generate(model, rows, max_new_tokens=n_new, temperature=0.0)["answer"][0]
         expected = _reference(model, prompt, n_new, SEMANTICS[positions])
         assert out == tok.decode(expected, skip_special_tokens=True).strip(), (positions, n_new)
+        if n_new == 1 and positions != "prompt":  # the first generated token is steered
+            assert expected != _reference(model, prompt, 1, lambda *_: False), positions
     plain = generate(model, rows, max_new_tokens=3, temperature=0.0)["answer"][0]
     assert (
         plain
