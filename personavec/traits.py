@@ -17,7 +17,6 @@ without regard to case or whitespace.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -27,7 +26,7 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from personavec.results import check_count, check_name
+from personavec.results import atomic_write, check_count, check_name
 
 TRAITS_DIR = Path(__file__).parent / "data" / "traits"
 N_PAIRS = 5
@@ -64,7 +63,7 @@ class Trait:
             raise ValueError(f"polarity must be 'pos' or 'neg', got {polarity!r}")
         who = self.name if polarity == "pos" else self.antonym
         instruction = self.instructions[index][0 if polarity == "pos" else 1]
-        return f"You are {_article(who)} {who} assistant. {instruction}"
+        return f"You are {article(who)} {who} assistant. {instruction}"
 
     def judge_prompt(self, question: str, answer: str) -> str:
         """The 0-100 rubric filled in for one answer."""
@@ -83,7 +82,7 @@ class Trait:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
     """'a' or 'an' (by the first letter; 'honest'-style exceptions are not handled)."""
     return "an" if word[:1].lower() in "aeiou" else "a"
 
@@ -376,109 +375,10 @@ def trait_rows(
 
 def save_trait(trait: Trait, path: str | Path) -> Path:
     """Write a trait artifact atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n", "utf-8")
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
-def _main(argv: list[str] | None = None) -> int:
-    """``python -m personavec.traits new|list|show`` (see ``--help``)."""
-    import argparse
-    import logging
-    import sys
+if __name__ == "__main__":  # the CLI lives in personavec.traitgen, which imports this module
+    import importlib
 
-    parser = argparse.ArgumentParser(
-        prog="python -m personavec.traits", description="Create, list and show trait artifacts."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    new = sub.add_parser("new", help="generate an artifact from a one-sentence description")
-    new.add_argument("name", help="trait name, e.g. sycophantic (also the file name)")
-    new.add_argument("description", help="one sentence describing the trait")
-    new.add_argument("--antonym", help="the opposite adjective (default: the model picks one)")
-    new.add_argument("--backend", choices=("openai", "anthropic", "local"), default="openai")
-    new.add_argument("--model", help="model name (default gpt-4.1 / claude-sonnet-4-5 / embedded)")
-    new.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
-    new.add_argument(
-        "--out", default="traits", help="output directory, gets <name>.json (default ./traits)"
-    )
-    new.add_argument("--retries", type=int, default=3, help="repair attempts after the first")
-    new.add_argument("--force", action="store_true", help="overwrite an existing file")
-    sub.add_parser("list", help="names of the shipped traits")
-    show = sub.add_parser("show", help="print an artifact (shipped name or .json path) as JSON")
-    show.add_argument("name_or_path")
-    args = parser.parse_args(argv)
-
-    if args.command == "list":
-        print("\n".join(shipped_traits()))
-        return 0
-    if args.command == "show":
-        try:
-            trait = load_trait(args.name_or_path)
-        except TraitError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(json.dumps(trait.to_dict(), indent=2, ensure_ascii=False))
-        return 0
-
-    from personavec import traitgen  # lazy: traitgen imports this module
-
-    # Everything that can be checked is checked before a backend is made or called.
-    try:
-        check_name(args.name, "trait name")
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        print(
-            f"error: --out {out} is a file; it must be a directory (gets <name>.json)",
-            file=sys.stderr,
-        )
-        return 2
-    path = out / f"{args.name}.json"
-    problem = traitgen.out_path_problem(path)
-    if problem:
-        print(f"error: cannot write {path}: {problem}", file=sys.stderr)
-        return 2
-    if path.exists() and not args.force:
-        print(f"error: {path} exists (use --force to overwrite)", file=sys.stderr)
-        return 1
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("personavec.traitgen")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        backend = traitgen.make_backend(args.backend, args.model, args.base_url)
-        traitgen.generate_trait(
-            args.name,
-            args.description,
-            backend,
-            antonym=args.antonym,
-            retries=args.retries,
-            out_path=path,
-        )
-    except traitgen.ArtifactWriteError as err:
-        print(f"error: {err}", file=sys.stderr)
-        if err.saved_to is None:  # nowhere to keep it: print it rather than lose it
-            print(json.dumps(err.trait.to_dict(), indent=2, ensure_ascii=False))
-        return 1
-    except (TraitError, traitgen.BackendError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    finally:
-        logger.removeHandler(handler)
-    print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
+    raise SystemExit(importlib.import_module("personavec.traitgen").main())

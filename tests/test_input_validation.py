@@ -16,7 +16,8 @@ from personavec import traitgen
 from personavec.datasets import DatasetError, read_samples
 from personavec.results import check_name
 from personavec.traitgen import ArtifactWriteError, generate_trait
-from personavec.traits import Trait, TraitError, _main, load_trait, trait_from_dict
+from personavec.traitgen import main as _main
+from personavec.traits import Trait, TraitError, load_trait, trait_from_dict
 
 NAME = "sycophantic"
 
@@ -239,15 +240,13 @@ def test_cli_write_failure_reports_where_the_artifact_went(
 def test_cli_prints_the_artifact_when_nothing_is_writable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from personavec import traits
-
     def failing_save(trait: Trait, path: Any) -> Path:
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(traitgen, "save_trait", failing_save)
     fake = CountingBackend()
     monkeypatch.setattr(traitgen, "make_backend", lambda *a, **k: fake)
-    assert traits._main(["new", NAME, "desc", "--out", str(tmp_path)]) == 1
+    assert traitgen.main(["new", NAME, "desc", "--out", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert "no fallback location was writable" in captured.err
     assert json.loads(captured.out)["name"] == NAME  # the paid-for artifact, on stdout

