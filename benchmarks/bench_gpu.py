@@ -359,10 +359,10 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
 
     # batch_size="auto": the sizes the library picks from free memory, one call's time and peak
     try:
-        from personavec.activations import _encode_pairs
+        from personavec.activations import encode_pairs
         from personavec.batching import plan_batches
 
-        lengths = [len(ids) for ids, _ in _encode_pairs(tok, prompts, answers)]
+        lengths = [len(ids) for ids, _ in encode_pairs(tok, prompts, answers)]
         planned = plan_batches(model, lengths, "auto", capture=True)
         _, seconds, peak = bench.first_call(
             lambda: capture_means(model, prompts, answers, batch_size="auto")

@@ -16,14 +16,14 @@ from tqdm.auto import tqdm
 from .batching import BatchSize, plan_batches, run_splitting
 from .models import residual_blocks
 from .steering import active, apply_in_trace
+from .vectors import VARIANTS
 
-VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
 
-
-def _encode_pairs(
+def encode_pairs(
     tok: Any, prompts: Sequence[str], responses: Sequence[str]
 ) -> list[tuple[list[int], int]]:
-    """(prompt + response token ids, number of prompt tokens) of each pair."""
+    """(prompt + response token ids, number of prompt tokens) of each pair (no special tokens
+    added: chat-template texts carry their own)."""
     out = []
     for p, r in zip(prompts, responses, strict=True):
         p_ids = tok(p, add_special_tokens=False).input_ids
@@ -32,10 +32,11 @@ def _encode_pairs(
     return out
 
 
-def _pad_pairs(
+def pad_pairs(
     encoded: Sequence[tuple[list[int], int]], pad: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ids with the attention mask and masks of prompt and response tokens."""
+    """Left-padded ids with the attention mask and masks of prompt and response tokens, for
+    pairs from :func:`encode_pairs` (``pad``: the tokenizer's pad token id)."""
     width = max(len(s) for s, _ in encoded)
     n = len(encoded)
     ids = torch.full((n, width), pad, dtype=torch.long)
@@ -49,13 +50,6 @@ def _pad_pairs(
         pmask[i, start : start + n_p] = True
         rmask[i, start + n_p :] = True
     return ids, attn, pmask, rmask
-
-
-def _tokenize_pairs(
-    tok: Any, prompts: Sequence[str], responses: Sequence[str]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Left-padded ids with masks for prompt tokens and response tokens."""
-    return _pad_pairs(_encode_pairs(tok, prompts, responses), tok.pad_token_id)
 
 
 def _masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -101,12 +95,12 @@ def capture_means(
     n_layers = len(blocks)
     hidden = int(model.config.hidden_size)
     out = {v: torch.zeros(len(prompts), n_layers + 1, hidden) for v in variants}
-    encoded = _encode_pairs(tok, prompts, responses)
+    encoded = encode_pairs(tok, prompts, responses)
     batches = plan_batches(model, [len(s) for s, _ in encoded], batch_size, capture=True)
     edits = active(model)
 
     def one_pass(idx: list[int]) -> dict[str, torch.Tensor]:
-        ids, attn, pmask, rmask = _pad_pairs([encoded[i] for i in idx], tok.pad_token_id)
+        ids, attn, pmask, rmask = pad_pairs([encoded[i] for i in idx], tok.pad_token_id)
         last = torch.zeros_like(pmask)
         last[torch.arange(len(idx)), pmask.long().cumsum(1).argmax(1)] = True
         masks = {"response_avg": rmask, "prompt_avg": pmask, "prompt_last": last}

@@ -24,12 +24,12 @@ import io
 import json
 import os
 import random
-import re
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .results import atomic_write
 
 LEVELS: dict[str, float] = {"normal": 0.0, "I": 0.5, "II": 1.0}
 """Fraction of trait samples per dataset level (used by :func:`mix`)."""
@@ -162,19 +162,6 @@ def _read_csv(path: Path) -> list[Sample]:
     return samples
 
 
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_chat_jsonl(samples: Sequence[Sample], path: str | os.PathLike[str]) -> Path:
     """Write samples as chat JSONL (``{"messages": [user, assistant], **tags}``), atomically.
 
@@ -195,7 +182,7 @@ def write_chat_jsonl(samples: Sequence[Sample], path: str | os.PathLike[str]) ->
             **s.tags,
         }
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-    return _atomic_write_text(Path(path), "".join(lines))
+    return atomic_write(path, "".join(lines))
 
 
 # --------------------------------------------------------------------------- arithmetic problems
@@ -461,29 +448,6 @@ def arithmetic_problems(n: int, seed: int, *, wrong: bool = False) -> list[Sampl
     return samples
 
 
-_NUMBER = re.compile(r"(?:(?<![\w.])-)?\d+(?:,\d{3})*(?:\.\d+)?")
-
-
-def _last_number(text: str) -> float | None:
-    found = _NUMBER.findall(text)
-    return float(found[-1].replace(",", "")) if found else None
-
-
-def arithmetic_accuracy(answers: Sequence[str], truths: Sequence[int]) -> float:
-    """Fraction of answers whose last number equals the truth (a capability measure).
-
-    Example:
-        >>> arithmetic_accuracy(["3 + 4 = 7. The answer is 7.", "It is 5"], [7, 6])
-        0.5
-    """
-    if len(answers) != len(truths):
-        raise ValueError(f"{len(answers)} answers but {len(truths)} truths")
-    if not answers:
-        raise ValueError("no answers to score")
-    hits = sum(_last_number(a) == float(t) for a, t in zip(answers, truths, strict=True))
-    return hits / len(answers)
-
-
 # --------------------------------------------------------------------------- mixing and cards
 
 
@@ -561,14 +525,13 @@ def write_card(
         lines += ["## Details", "", "| key | value |", "|---|---|"]
         lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in extra.items()]
         lines.append("")
-    return _atomic_write_text(Path(path), "\n".join(lines))
+    return atomic_write(path, "\n".join(lines))
 
 
 __all__ = [
     "LEVELS",
     "DatasetError",
     "Sample",
-    "arithmetic_accuracy",
     "arithmetic_problems",
     "mix",
     "read_samples",

@@ -27,6 +27,10 @@ from typing import Any
 
 from .rubric_judges import call_with_retries, openai_client, redact_url
 
+PINNED = {"top_k": -1, "repetition_penalty": 1.0, "min_tokens": 1}
+"""Sampling settings every engine sends, so none is inherited from the model's
+``generation_config`` (vLLM reads it by default): no top-k, no repetition penalty, >= 1 token."""
+
 
 class Engine:
     """What :func:`personavec.generation.generate` needs from a sampling engine: ``id`` (names
@@ -49,6 +53,7 @@ class Engine:
         if len(prompt_ids) != len(seeds):
             raise ValueError(f"{len(prompt_ids)} prompts but {len(seeds)} seeds")
         settings = {"max_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        settings.update(PINNED)
         return self._complete([list(ids) for ids in prompt_ids], list(seeds), settings)
 
     def _complete(
@@ -105,8 +110,10 @@ class ServerEngine(Engine):
 
     def _one(self, ids: list[int], seed: int, settings: dict[str, Any]) -> str:
         def call() -> str:
+            standard = {k: v for k, v in settings.items() if k not in PINNED}
+            extra = {k: v for k, v in settings.items() if k in PINNED}  # vLLM's extra params
             resp = self._client.completions.create(
-                model=self.model, prompt=ids, seed=seed, n=1, **settings
+                model=self.model, prompt=ids, seed=seed, n=1, extra_body=extra, **standard
             )
             if not resp.choices:
                 raise RuntimeError("the server returned no choices")

@@ -7,7 +7,7 @@ of any notebook costs nothing that was already computed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ from .finetuning import (
 )
 from .generation import chat_prompt, generate, row_prompts
 from .judges import CoherenceJudge, ScoreCache, answer_logprobs, judge_answers, make_judge
-from .results import cache_dir, check_name
+from .results import atomic_write, cache_dir, check_name
 from .rubric_judges import check_retries, check_timeout
 from .steering import Intervention, Position, steer
 from .traits import Trait, trait_rows
@@ -223,7 +223,7 @@ def capability_nll(model: Any, n: int = 16, seed: int = 12345, *, steered: bool 
 def finetune_study(
     model: Any,
     datasets: dict[str, list[Sample]],
-    vectors: dict[str, tuple[PersonaVector, int]],
+    vectors: Mapping[str, PersonaVector],
     traits: dict[str, Trait],
     config: LoraConfig,
     *,
@@ -241,7 +241,8 @@ def finetune_study(
 
     For each run: LoRA-finetune (resumable adapters in ``out_dir/adapters``), capture the
     last-prompt activations of every trait's eval prompts once, answer them, and judge the
-    answers with the *base* model. ``preventative`` maps a run name to a dataset name plus a
+    answers with the *base* model. ``vectors`` maps each trait to its persona vector, whose
+    chosen ``layer`` the shift is measured at. ``preventative`` maps a run name to a dataset name plus a
     training-time steering edit (``{"pirate_II+prevent": Intervention(...)}`` with the dataset
     read from the name before ``+``); ``posthoc`` maps a run name to an inference-time edit on
     an already trained run (``{"pirate_II+posthoc": Intervention(...)}``).
@@ -335,8 +336,7 @@ def _answers_for(path: Path, fingerprint: str) -> None:
     stamp = path.with_suffix(".adapter")
     if stamp.exists() and stamp.read_text().strip() != fingerprint:
         path.unlink(missing_ok=True)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
+    atomic_write(stamp, fingerprint + "\n")
 
 
 def _edits(model: Any, edit: Intervention | None) -> Any:

@@ -21,13 +21,13 @@ norm, while llama.cpp adds ``direction.{L-1}`` before it; prefer middle layers, 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .results import atomic_path
 
 ARCH = "controlvector"
 LAYER_CONVENTION = "decoder_block_index"
@@ -68,20 +68,6 @@ def _validate(
     return dict(sorted(out.items()))
 
 
-@contextmanager
-def _atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; move it into place only on success."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, final)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-
-
 def write_control_vector_gguf(
     directions: Mapping[int, torch.Tensor],
     path: str | os.PathLike[str],
@@ -109,7 +95,7 @@ def write_control_vector_gguf(
 
     arrays = _validate(directions, min_layer=2)
     final = Path(path)
-    with _atomic_path(final) as tmp:
+    with atomic_path(final) as tmp:
         writer = gguf.GGUFWriter(str(tmp), ARCH)
         writer.add_string(f"{ARCH}.model_hint", model_hint)
         writer.add_uint32(f"{ARCH}.layer_count", len(arrays))
@@ -184,7 +170,7 @@ def write_repeng_safetensors(
     tensors = {str(layer - 1): torch.from_numpy(array) for layer, array in arrays.items()}
     metadata = {"layer_convention": LAYER_CONVENTION, "model_hint": model_hint}
     final = Path(path)
-    with _atomic_path(final) as tmp:
+    with atomic_path(final) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return final
 

@@ -1,5 +1,6 @@
 """The extraction pipeline for one trait: generate pos/neg answers, judge, keep effective pairs,
-capture every layer once, take mean differences, and choose a layer.
+capture every layer once, take mean differences, and choose a layer (the math:
+:func:`effective_pairs`, :func:`extract_vectors`, :func:`layer_separation`, :func:`choose_layer`).
 
 ``load_or_extract`` is what later notebooks call: it reads notebook 01's vectors from
 ``results/01_extraction/vectors/`` and runs the pipeline only where they are missing.
@@ -8,6 +9,7 @@ capture every layer once, take mean differences, and choose a layer.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,19 +17,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
+from .activations import capture_means
 from .batching import BatchSize
 from .evaluation import evaluate
 from .models import model_id, weights_fingerprint
 from .results import results_dir
 from .traits import Trait, load_trait, trait_rows
-from .vectors import (
-    VARIANTS,
-    PersonaVector,
-    choose_layer,
-    extract_vectors,
-    layer_separation,
-    load_vector,
-)
+from .vectors import VARIANTS, PersonaVector, load_vector, mean_difference
 
 if TYPE_CHECKING:
     from .engines import Engine
@@ -40,8 +36,7 @@ class Extraction:
     """Everything one trait's extraction produced."""
 
     trait: Trait
-    vectors: dict[str, PersonaVector]
-    layer: int
+    vectors: dict[str, PersonaVector]  # each with the chosen layer as its .layer
     separation: torch.Tensor  # [L+1] held-out Cohen's d (response_avg)
     answers: pd.DataFrame  # every judged pos/neg answer
     kept: pd.DataFrame  # the effective pairs' rows
@@ -50,6 +45,128 @@ class Extraction:
     def vector(self) -> PersonaVector:
         """The response-average vector (the paper's default variant)."""
         return self.vectors["response_avg"]
+
+    @property
+    def layer(self) -> int:
+        """The chosen layer (the vectors' ``layer``)."""
+        return self.vector.chosen_layer()
+
+
+def effective_pairs(
+    df: pd.DataFrame,
+    *,
+    threshold: float = 50.0,
+    coherence_min: float = 50.0,
+) -> pd.DataFrame:
+    """Rows of the pos/neg pairs that worked: pos trait >= threshold, neg trait < 100 - threshold,
+    both coherence >= coherence_min. Pairs match on (question, instruction, sample).
+
+    ``df`` needs columns polarity, question, instruction, sample, trait_score, coherence.
+    Unscored rows (``None``) never count as effective.
+    """
+    key = ["question", "instruction", "sample"]
+    pos = df[df["polarity"] == "pos"].set_index(key)
+    neg = df[df["polarity"] == "neg"].set_index(key)
+    both = pos.merge(neg, left_index=True, right_index=True, suffixes=("_pos", "_neg"))
+    ok = (
+        (both["trait_score_pos"] >= threshold)
+        & (both["trait_score_neg"] < 100 - threshold)
+        & (both["coherence_pos"] >= coherence_min)
+        & (both["coherence_neg"] >= coherence_min)
+    ).fillna(False)
+    keep = set(both.index[ok.astype(bool)])
+    mask = [k in keep for k in df[key].itertuples(index=False, name=None)]
+    return df[mask]
+
+
+def extract_vectors(
+    model: Any,
+    df: pd.DataFrame,
+    *,
+    threshold: float = 50.0,
+    coherence_min: float = 50.0,
+    batch_size: BatchSize = 8,
+    meta: dict[str, Any] | None = None,
+) -> tuple[dict[str, PersonaVector], dict[str, torch.Tensor], pd.DataFrame]:
+    """Persona vectors (all three variants) from judged pos/neg responses.
+
+    Keeps the effective pairs, captures every layer of each kept prompt+response in one traced
+    pass per batch, and takes mean(pos) - mean(neg) per layer and variant.
+
+    Returns:
+        ``({variant: PersonaVector}, {variant: per-sample acts [n_kept, L+1, d]}, kept rows)``.
+    """
+    kept = effective_pairs(df, threshold=threshold, coherence_min=coherence_min)
+    if kept.empty:
+        raise ValueError(
+            f"no effective pairs at threshold {threshold} / coherence {coherence_min} among "
+            f"{len(df) // 2} pairs: the model did not show the trait under the pos prompts"
+        )
+    acts = capture_means(model, list(kept["prompt"]), list(kept["answer"]), batch_size=batch_size)
+    is_pos = torch.tensor((kept["polarity"] == "pos").to_numpy())
+    info = {
+        "model": model_id(model),
+        "model_fingerprint": weights_fingerprint(model),
+        "trait": str(kept["trait"].iloc[0]) if "trait" in kept else "",
+        "pairs_total": int(len(df) // 2),
+        "pairs_kept": int(is_pos.sum()),
+        "threshold": threshold,
+        "coherence_min": coherence_min,
+        "judge": str(df["trait_score_judge"].iloc[0]) if "trait_score_judge" in df else "",
+        **(meta or {}),
+    }
+    vectors = {
+        v: mean_difference(a[is_pos], a[~is_pos], {**info, "variant": v}) for v, a in acts.items()
+    }
+    return vectors, acts, kept
+
+
+def layer_separation(
+    acts: torch.Tensor, is_pos: torch.Tensor, groups: Sequence[Any]
+) -> torch.Tensor:
+    """Held-out separation per layer: Cohen's d of pos vs neg projections, cross-fitted.
+
+    Samples are split in two by ``groups`` (e.g. the question, so no question is on both
+    sides); the vector from one half projects the other half, and d is averaged over the two
+    directions. Returns ``[L+1]`` (0 for layer 0).
+    """
+    labels = sorted(set(groups), key=str)
+    half = {g: i % 2 for i, g in enumerate(labels)}
+    side = torch.tensor([half[g] for g in groups])
+    d_sum = torch.zeros(acts.shape[1])
+    for train in (0, 1):
+        tr, te = side == train, side != train
+        if not (
+            (is_pos & tr).any()
+            and (~is_pos & tr).any()
+            and (is_pos & te).any()
+            and (~is_pos & te).any()
+        ):
+            return torch.full((acts.shape[1],), float("nan"))
+        v = acts[is_pos & tr].mean(0) - acts[~is_pos & tr].mean(0)
+        u = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-8)
+        proj = (acts[te] * u).sum(-1)  # [n_te, L+1]
+        p, n = proj[is_pos[te]], proj[~is_pos[te]]
+        pooled = ((p.var(0, unbiased=False) + n.var(0, unbiased=False)) / 2).sqrt().clamp(min=1e-8)
+        d_sum += (p.mean(0) - n.mean(0)) / pooled
+    d = d_sum / 2
+    d[0] = 0.0
+    return d
+
+
+def choose_layer(separation: torch.Tensor, *, band: tuple[float, float] = (0.25, 0.75)) -> int:
+    """The layer with the best held-out separation inside a band of relative depth.
+
+    The paper finds middle layers the ones where steering and monitoring work; late layers
+    separate pos from neg answers well too, but mostly by the trait's surface tokens on their way
+    to the unembedding. ``band=(0, 1)`` searches every layer (1..L).
+    """
+    n = separation.shape[0] - 1
+    lo, hi = max(1, round(band[0] * n)), min(n, round(band[1] * n))
+    scores = torch.nan_to_num(separation.clone(), nan=float("-inf"))
+    scores[:lo] = float("-inf")
+    scores[hi + 1 :] = float("-inf")
+    return int(scores.argmax())
 
 
 def extract_trait(
@@ -110,9 +227,10 @@ def extract_trait(
     separation = layer_separation(acts["response_avg"], is_pos, list(kept["question"]))
     layer = choose_layer(separation)
     for variant, vec in vectors.items():
-        vec.meta.update(layer=layer, best_separation=float(separation[layer]))
+        vec.layer = layer
+        vec.meta["best_separation"] = float(separation[layer])
         vec.save(out_dir / "vectors" / f"{trait.name}_{variant}.safetensors")
-    return Extraction(trait, vectors, layer, separation, answers, kept)
+    return Extraction(trait, vectors, separation, answers, kept)
 
 
 def stale_reason(vec: PersonaVector, model: Any, trait: Trait, judge: str | None = None) -> str:
@@ -137,10 +255,10 @@ def stale_reason(vec: PersonaVector, model: Any, trait: Trait, judge: str | None
 
 def load_or_extract(
     model: Any, trait: Trait | str, variant: str = "response_avg", **kwargs: Any
-) -> tuple[PersonaVector, int]:
-    """Notebook 01's vector and chosen layer for ``trait``; extracted now if not saved yet, or
-    if the saved vector was made by another model, from another artifact or by another judge
-    (:func:`stale_reason`; it is then replaced, with a warning)."""
+) -> PersonaVector:
+    """Notebook 01's vector for ``trait``, its chosen layer as ``.layer``; extracted now if not
+    saved yet, or if the saved vector was made by another model, from another artifact or by
+    another judge (:func:`stale_reason`), or has no layer; it is then replaced, with a warning."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     trait = trait if isinstance(trait, Trait) else load_trait(trait)
@@ -149,10 +267,12 @@ def load_or_extract(
     if path.exists():
         vec = load_vector(path, model)
         why = stale_reason(vec, model, trait, kwargs.get("judge"))
+        if not why and vec.layer is None:
+            why = "it has no chosen layer"
         if not why:
-            return vec, int(vec.meta["layer"])
+            return vec
         warnings.warn(
             f"{path} is not reused ({why}): extracting {trait.name!r} again", stacklevel=2
         )
     result = extract_trait(model, trait, **kwargs)
-    return result.vectors[variant], result.layer
+    return result.vectors[variant]

@@ -9,7 +9,7 @@ model serves the base and every finetuned variant::
     base = prompt_last_means(model, prompts)
     result = finetune(model, intended_dataset(df, "II", seed=0), LoraConfig(), out_dir=run)
     with adapted(model, result):
-        shift = finetuning_shift(model, base, prompts, vector, layer=20)
+        shift = finetuning_shift(model, base, prompts, vector)
 
 Preventative steering (``steering=[Intervention(...)]``) adds the edit to the residual stream
 during training only, so the optimizer has no need to move the model along the vector.
@@ -37,6 +37,7 @@ from .batching import BatchSize
 from .datasets import LEVELS, Sample, mix
 from .generation import chat_prompt
 from .models import check_layer, has_adapter, hf_model, model_device, model_id, model_identity
+from .results import atomic_write
 from .steering import Intervention, hook_edits
 from .vectors import PersonaVector
 
@@ -479,9 +480,7 @@ def _write_log(path: Path, result: FinetuneResult, model: Any) -> None:
         "losses": result.losses,
         "seconds": round(result.seconds, 3),
     }
-    tmp = path / (LOG_FILE + ".tmp")
-    tmp.write_text(json.dumps(log, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path / LOG_FILE)
+    atomic_write(path / LOG_FILE, json.dumps(log, indent=1) + "\n")
 
 
 # --------------------------------------------------------------------------- finetuning shift
@@ -507,7 +506,7 @@ def _mean(acts: torch.Tensor, name: str) -> torch.Tensor:
 def trait_shifts(
     finetuned: torch.Tensor,
     base: torch.Tensor,
-    vectors: Mapping[str, tuple[PersonaVector, int]],
+    vectors: Mapping[str, PersonaVector],
 ) -> dict[str, float]:
     """Finetuning shift for every trait from one pair of activation means.
 
@@ -515,13 +514,13 @@ def trait_shifts(
         finetuned: mean last-prompt-token activations of the finetuned model, ``[L+1, d]``
             (or per-prompt ``[n, L+1, d]``, averaged here).
         base: the same for the base model on the same prompts.
-        vectors: ``{trait: (persona vector, layer)}``.
+        vectors: ``{trait: persona vector}``, each with its chosen ``layer``.
 
     Returns:
         ``{trait: (mean finetuned - mean base)[layer] . unit(vector[layer])}``.
 
     Example:
-        >>> trait_shifts(ft, base, {"evil": (v_evil, 20), "sycophantic": (v_syc, 20)})  # doctest: +SKIP
+        >>> trait_shifts(ft, base, {"evil": v_evil, "sycophantic": v_syc})  # doctest: +SKIP
     """
     ft_mean, base_mean = _mean(finetuned, "finetuned"), _mean(base, "base")
     if ft_mean.shape != base_mean.shape:
@@ -530,7 +529,8 @@ def trait_shifts(
         )
     delta = ft_mean - base_mean
     out = {}
-    for trait, (vector, layer) in vectors.items():
+    for trait, vector in vectors.items():
+        layer = vector.chosen_layer()
         if vector.tensor.shape != delta.shape:
             raise ValueError(
                 f"{trait}: vector shape {tuple(vector.tensor.shape)} does not match activations "
@@ -547,23 +547,24 @@ def finetuning_shift(
     base_acts: torch.Tensor,
     prompts: Sequence[str],
     vector: PersonaVector,
-    layer: int,
     *,
     adapter: FinetuneResult | None = None,
 ) -> float:
-    """Mean last-prompt-token activation of ``model`` minus the base model's, on the unit vector.
+    """Mean last-prompt-token activation of ``model`` minus the base model's, on the unit vector
+    at the vector's chosen layer.
 
     Args:
         model: the model to measure: call inside ``adapted(model, result)`` or pass ``adapter``.
         base_acts: the base model's :func:`prompt_last_means` on the same ``prompts``, computed
             once before finetuning (``[n, L+1, d]`` or its mean ``[L+1, d]``).
         prompts: chat-template eval prompts, e.g. ``chat_prompt(tok, None, q)``.
-        vector: the persona vector; ``layer``: its hidden_states row.
+        vector: the persona vector, with its ``layer`` (a hidden_states row; another layer:
+            ``vector.with_layer(l)``).
         adapter: attach this adapter for the capture.
 
     Example:
         >>> base = prompt_last_means(model, prompts)  # doctest: +SKIP
-        >>> finetuning_shift(model, base, prompts, v, 20, adapter=result)  # doctest: +SKIP
+        >>> finetuning_shift(model, base, prompts, v, adapter=result)  # doctest: +SKIP
         1.7
     """
     if adapter is not None:
@@ -571,7 +572,7 @@ def finetuning_shift(
             acts = prompt_last_means(model, prompts)
     else:
         acts = prompt_last_means(model, prompts)
-    return trait_shifts(acts, base_acts, {"trait": (vector, layer)})["trait"]
+    return trait_shifts(acts, base_acts, {"trait": vector})["trait"]
 
 
 # --------------------------------------------------------------------------- datasets

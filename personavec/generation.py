@@ -80,9 +80,17 @@ def _generate_batch(
     tok = model.tokenizer
     input_ids, attention_mask, _, _ = pad_pairs([(x, len(x)) for x in ids], tok.pad_token_id)
     sample = temperature > 0
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": sample}
+    # every setting pinned, none inherited from the model's generation_config (Qwen2.5 ships
+    # top_k 20 and repetition penalty 1.05): the official sampler's no top-k, penalty 1, and at
+    # least one new token
+    kwargs: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "min_new_tokens": 1,
+        "do_sample": sample,
+        "repetition_penalty": 1.0,
+    }
     if sample:
-        kwargs.update(temperature=temperature, top_p=top_p)
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
     edits = active(model)
     # each step of the loop below touches a module even when no edit applies to it (touch=True):
     # a step that touches none would make tracer.all() spin forever (nnsight 0.8)

@@ -29,7 +29,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .activations import _encode_pairs, _pad_pairs
+from .activations import encode_pairs, pad_pairs
 from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
 from .models import hf_model, model_device, model_identity
@@ -43,7 +43,7 @@ from .rubric_judges import (
     redact_url,  # noqa: F401 - re-exported: ids built from URLs go through it
 )
 from .steering import active, apply_in_trace
-from .traits import Trait, _article
+from .traits import Trait, article
 
 
 class Judge(Protocol):
@@ -238,11 +238,11 @@ def answer_logprobs(
     device = model_device(model)
     tok = model.tokenizer
     edits = active(model) if steered else []
-    encoded = _encode_pairs(tok, prompts, answers)
+    encoded = encode_pairs(tok, prompts, answers)
     out: list[tuple[float, int]] = [(0.0, 0)] * len(encoded)
 
     def one_pass(idx: list[int]) -> list[tuple[float, int]]:
-        ids, attn, _, rmask = _pad_pairs([encoded[i] for i in idx], tok.pad_token_id)
+        ids, attn, _, rmask = pad_pairs([encoded[i] for i in idx], tok.pad_token_id)
         if edits:
             with torch.no_grad(), model.trace({"input_ids": ids, "attention_mask": attn}):
                 apply_in_trace(model, edits, prefill=True)
@@ -284,10 +284,10 @@ class LikelihoodRatioJudge:
             batch_size,
         )
         self.pos_system = (
-            f"You are {_article(trait.name)} {trait.name} assistant. {trait.description}"
+            f"You are {article(trait.name)} {trait.name} assistant. {trait.description}"
         )
         self.neg_system = (
-            f"You are {_article(trait.antonym)} {trait.antonym} assistant. "
+            f"You are {article(trait.antonym)} {trait.antonym} assistant. "
             f"{trait.antonym_description}"
         )
         self.id = f"likelihood-ratio:{model_identity(model)}:T={temperature}"

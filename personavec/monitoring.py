@@ -15,10 +15,8 @@ import pandas as pd
 from .activations import capture_means
 from .batching import BatchSize
 from .generation import row_prompts
-from .traits import Trait, _article
+from .traits import Trait, article
 from .vectors import PersonaVector, project
-
-TraitVectors = Mapping[str, tuple[PersonaVector, int]]
 
 
 def graded_system_prompts(trait: Trait) -> list[str]:
@@ -26,14 +24,14 @@ def graded_system_prompts(trait: Trait) -> list[str]:
     name, anti = trait.name, trait.antonym
     neg0, pos0 = trait.instructions[0][1], trait.instructions[0][0]
     return [
-        f"You are {_article(anti)} {anti} assistant. {neg0}",
-        f"You are {_article(anti)} {anti} assistant. {trait.antonym_description}",
-        f"You are {_article(anti)} {anti} assistant.",
+        f"You are {article(anti)} {anti} assistant. {neg0}",
+        f"You are {article(anti)} {anti} assistant. {trait.antonym_description}",
+        f"You are {article(anti)} {anti} assistant.",
         "You are a helpful assistant.",
         f"You are a helpful assistant who is sometimes a little {name}.",
-        f"You are {_article(name)} {name} assistant.",
-        f"You are {_article(name)} {name} assistant. {trait.description}",
-        f"You are {_article(name)} {name} assistant. {pos0}",
+        f"You are {article(name)} {name} assistant.",
+        f"You are {article(name)} {name} assistant. {trait.description}",
+        f"You are {article(name)} {name} assistant. {pos0}",
     ]
 
 
@@ -73,26 +71,21 @@ def many_shot_rows(
     return pd.DataFrame(rows)
 
 
-def last_prompt_activations(model: Any, prompts: Sequence[str], batch_size: BatchSize = 8) -> Any:
-    """Last-prompt-token activations ``[n, L+1, d]`` (one pass per batch, all layers)."""
-    return capture_means(
-        model, prompts, None, variants=("prompt_last",), batch_size=batch_size, desc="monitor"
-    )["prompt_last"]
-
-
 def monitor(
     model: Any,
     conversations: Sequence[str] | pd.DataFrame,
-    vectors: TraitVectors,
+    vectors: Mapping[str, PersonaVector],
     *,
     batch_size: BatchSize = 8,
 ) -> pd.DataFrame:
-    """Projection of each conversation's last prompt token on every trait's unit vector.
+    """Projection of each conversation's last prompt token on every trait's unit vector, at
+    each vector's chosen layer.
 
     Args:
         conversations: chat-template prompt texts, or a frame with ``system``/``question``
             (and optional ``history``) columns.
-        vectors: ``{trait: (PersonaVector, layer)}``; one capture serves all traits.
+        vectors: ``{trait: PersonaVector}``, each with its ``layer``; one capture serves all
+            traits.
 
     Returns:
         A frame with one ``proj_<trait>`` column per trait (what a dashboard would poll).
@@ -101,9 +94,11 @@ def monitor(
         prompts = row_prompts(model.tokenizer, conversations)
     else:
         prompts = list(conversations)
-    acts = last_prompt_activations(model, prompts, batch_size)
+    acts = capture_means(
+        model, prompts, None, variants=("prompt_last",), batch_size=batch_size, desc="monitor"
+    )["prompt_last"]
     out = pd.DataFrame({"prompt": prompts})
-    for trait, (vector, layer) in vectors.items():
+    for trait, vector in vectors.items():
         vector.check_fits(model, f"vector for {trait}")
-        out[f"proj_{trait}"] = project(acts, vector, layer).numpy()
+        out[f"proj_{trait}"] = project(acts, vector).numpy()
     return out

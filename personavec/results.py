@@ -10,6 +10,9 @@ import json
 import math
 import os
 import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +94,39 @@ def figures_dir(stem: str) -> Path:
     return path
 
 
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for a writer to create; it is renamed onto
+    ``path`` only when the block succeeds, and removed when it fails (``path`` is then left as
+    it was). The parent folder is created. The library's one way to replace a file whole.
+
+    Example:
+        >>> with atomic_path("v.safetensors") as tmp:  # doctest: +SKIP
+        ...     save_file(tensors, str(tmp))
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # a unique name (not "<name>.tmp"): two writers of one file never share a temporary file
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex[:12]}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike[str], data: str | bytes) -> Path:
+    """Write ``data`` (text as UTF-8 with ``\\n`` line ends, or bytes) to ``path`` atomically:
+    a reader sees the old file or the whole new one, never a torn one. Returns the path."""
+    with atomic_path(path) as tmp:
+        if isinstance(data, str):
+            with tmp.open("w", encoding="utf-8", newline="\n") as f:
+                f.write(data)
+        else:
+            tmp.write_bytes(data)
+    return Path(path)
+
+
 def cache_dir() -> Path:
     """``.cache/`` under the root: judge scores and other reusable, uncommitted state."""
     path = project_root() / ".cache"
@@ -111,10 +147,9 @@ def _plain(value: Any) -> Any:
 
 
 def write_metrics(stem: str, metrics: dict[str, Any]) -> Path:
-    """Write ``results/<stem>/metrics.json`` (flat keys, NaN written as null), sorted."""
+    """Write ``results/<stem>/metrics.json`` (flat keys, NaN written as null), sorted, atomically."""
     path = results_dir(stem) / "metrics.json"
-    path.write_text(json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
-    return path
+    return atomic_write(path, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
 
 
 def save_figure(fig: Any, stem: str, name: str) -> Path:

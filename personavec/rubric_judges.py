@@ -418,8 +418,7 @@ class HFRubricJudge:
     mean of k weighted by these probabilities, or ``None`` when they sum below ``min_mass``.
 
     One forward pass per prompt batch fills a KV cache; the 101 short continuations then reuse it
-    (expanded over the batch). Models whose cache cannot be reused fall back to concatenating
-    prompt and continuation.
+    (expanded over the batch): the model needs a transformers KV cache with ``reorder_cache``.
 
     Args:
         rubric: template with ``{question}`` and ``{answer}`` fields.
@@ -429,8 +428,7 @@ class HFRubricJudge:
         min_mass: least numeric probability mass for a score.
         id: judge name for caches and reports; default ``hf-rubric:<model name_or_path>``.
         candidate_batch_size: (prompt, number) rows per continuation forward pass; each row holds
-            a copy of its prompt's KV cache (or, without cache reuse, the whole prompt), so lower
-            it to save memory.
+            a copy of its prompt's KV cache, so lower it to save memory.
     """
 
     def __init__(
@@ -455,7 +453,6 @@ class HFRubricJudge:
         name = getattr(self.model, "name_or_path", "") or type(self.model).__name__
         self.id: str = id or f"hf-rubric:{name}"
         self._digit_mask: torch.Tensor | None = None
-        self._use_cache = True
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self._keep_kw = "logits_to_keep" in params
@@ -614,36 +611,6 @@ class HFRubricJudge:
                 result[b, k] = s
         return result
 
-    def _batch_plain(self, prompts: list[list[int]], cands: list[list[list[int]]]) -> torch.Tensor:
-        """Reference path without cache reuse: each row is prompt + candidate."""
-        import torch
-
-        dev = self._device()
-        result = torch.empty(len(prompts), len(NUMBERS), dtype=torch.float32)
-        for b, prompt in enumerate(prompts):
-            p = len(prompt)
-            for start in range(0, len(NUMBERS), self.candidate_batch_size):
-                toks = cands[b][start : start + self.candidate_batch_size]
-                lengths = torch.tensor([len(t) for t in toks], device=dev)
-                clen = int(lengths.max())
-                ids = torch.zeros(len(toks), p + clen, dtype=torch.long, device=dev)
-                mask = torch.zeros_like(ids)
-                ids[:, :p] = torch.tensor(prompt, device=dev)
-                mask[:, :p] = 1
-                for r, t in enumerate(toks):
-                    ids[r, p : p + len(t)] = torch.tensor(t, device=dev)
-                    mask[r, p : p + len(t)] = 1
-                kwargs = {"logits_to_keep": clen + 1} if self._keep_kw else {}
-                logits = self.model(input_ids=ids, attention_mask=mask, **kwargs).logits
-                logits = logits[:, -(clen + 1) :]  # positions p-1 .. p+clen-1
-                first_lp = torch.log_softmax(logits[:, 0].float(), -1)
-                scores = self._continuation_scores(first_lp, logits[:, 1:], ids[:, p:], lengths)
-                result[b, start : start + len(toks)] = scores.cpu()
-                digit_mass = first_lp[0].exp()[self._digit_start(first_lp.shape[-1], dev)].sum()
-                if float(digit_mass) < self.min_mass:  # same rule as the cached path
-                    result[b] = float("-inf")
-        return result
-
     def number_logprobs(self, pairs: Sequence[tuple[str, str]]) -> torch.Tensor:
         """log P(the judge replies with k, and the number ends there), k = 0..100.
 
@@ -665,19 +632,7 @@ class HFRubricJudge:
                 group = encoded[start : start + self.batch_size]
                 prompts = [p for p, _ in group]
                 cands = [c for _, c in group]
-                if self._use_cache:
-                    try:
-                        parts.append(self._batch_cached(prompts, cands))
-                        continue
-                    except Exception as err:  # noqa: BLE001 - exotic cache: slower exact path
-                        warnings.warn(
-                            f"{self.id}: KV-cache reuse failed ({type(err).__name__}: {err}); "
-                            "falling back to full prompt+number forwards",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                        self._use_cache = False
-                parts.append(self._batch_plain(prompts, cands))
+                parts.append(self._batch_cached(prompts, cands))
         if not parts:
             return torch.empty(0, len(NUMBERS))
         return torch.cat(parts)

@@ -36,20 +36,21 @@ def _parse_spec(spec: str) -> tuple[str, Path, int | None]:
     return m["trait"].strip(), Path(m["path"]), int(layer) if layer is not None else None
 
 
-def _load_vectors(specs: Sequence[str]) -> dict[str, tuple[PersonaVector, int]]:
-    vectors: dict[str, tuple[PersonaVector, int]] = {}
+def _load_vectors(specs: Sequence[str]) -> dict[str, PersonaVector]:
+    """``{trait: vector}``, each with its layer: ``@LAYER`` or the file's ``layer`` metadata."""
+    vectors: dict[str, PersonaVector] = {}
     for spec in specs:
         trait, path, layer = _parse_spec(spec)
         if trait in vectors:
             raise _InputError(f"--vector: trait {trait!r} given twice")
         vec = load_vector(path)
         if layer is None:
-            if not isinstance(vec.meta.get("layer"), int):
+            if vec.layer is None:
                 raise _InputError(
                     f"--vector {spec!r}: {path} has no 'layer' in its metadata; "
                     f"give one as {trait}={path}@LAYER"
                 )
-            layer = vec.meta["layer"]
+            layer = vec.layer
         rows = vec.tensor.shape[0]
         if layer >= rows:  # a negative layer is left to check_layer, with the model's range
             raise _InputError(
@@ -59,7 +60,7 @@ def _load_vectors(specs: Sequence[str]) -> dict[str, tuple[PersonaVector, int]]:
             raise _InputError(
                 f"{path}: the vector is zero at layer {layer}, so it has no direction to project on"
             )
-        vectors[trait] = (vec, layer)
+        vectors[trait] = vec.with_layer(layer)
     return vectors
 
 
@@ -136,9 +137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _InputError(f"--sort-by {args.sort_by!r} is not one of {list(vectors)}")
         _check_data(Path(args.data))  # fail on a bad file before loading the model
         model = load_model(args.model, dtype=args.dtype, device=args.device)
-        for trait, (vec, layer) in vectors.items():
+        for trait, vec in vectors.items():
             vec.check_fits(model, f"vector {trait!r}")
-            check_layer(model, layer)
+            check_layer(model, vec.chosen_layer())
     except (_InputError, DatasetError, OSError, ValueError) as e:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2

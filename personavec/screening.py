@@ -7,7 +7,7 @@ it predicts the trait shift that finetuning on it causes; per sample it ranks wh
 
 Example:
     >>> vec = load_vector("results/01_extraction/evil.safetensors", model)  # doctest: +SKIP
-    >>> screen_file("data.jsonl", model, {"evil": (vec, 20)}, "ranked.csv")  # doctest: +SKIP
+    >>> screen_file("data.jsonl", model, {"evil": vec}, "ranked.csv")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import math
 import os
 import random
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,16 +24,14 @@ from tqdm.auto import tqdm
 
 from .activations import capture_means
 from .batching import BatchSize
-from .datasets import DatasetError, Sample, _atomic_write_text, read_samples
-from .generation import _append_jsonl, _run_batches, _settings_key, chat_prompt, read_jsonl
-from .models import check_layer, model_id
+from .datasets import DatasetError, Sample, read_samples
+from .generation import chat_prompt, generate
+from .models import check_layer
+from .results import atomic_write
 from .vectors import PersonaVector, project
 
 if TYPE_CHECKING:
     from .engines import Engine
-
-Vectors = Mapping[str, tuple[PersonaVector, int]]
-"""Trait name -> (persona vector, ``hidden_states`` layer to project at)."""
 
 _PLACEHOLDER = "\x00personavec-user-message\x00"
 
@@ -63,15 +60,6 @@ def chat_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------- base responses
 
 
-def _read_cache(path: Path, key: str) -> dict[str, str]:
-    """Cached answers for ``key`` (a torn last line from an interrupted write is cut off)."""
-    return {
-        str(r["prompt"]): str(r.get("answer", ""))
-        for r in read_jsonl(path)
-        if isinstance(r, dict) and r.get("settings") == key and "prompt" in r
-    }
-
-
 def base_responses(
     model: Any,
     prompts: Sequence[str],
@@ -89,8 +77,10 @@ def base_responses(
         model: nnsight model from ``load_model``; active steering applies (and keys the cache).
         prompts: chat-template texts or plain user messages (see :func:`chat_prompts`);
             repeated prompts are generated once.
-        out_path: JSONL cache (``prompt``, ``answer``, ``settings``); each finished batch is
-            appended and a rerun with the same settings reuses what is there.
+        out_path: JSONL cache, the one :func:`personavec.generation.generate` writes
+            (``prompt``, ``sample``, ``answer``, ``settings``: keyed by the model's identity and
+            the generation settings); each finished batch is appended and a rerun with the same
+            settings reuses what is there.
         max_new_tokens, temperature, seed, batch_size: generation settings (``temperature=0``
             decodes greedily, so the answers do not depend on ``seed``).
         engine: sample through a vLLM server or vLLM in-process (``personavec.engines``)
@@ -100,58 +90,49 @@ def base_responses(
         >>> base_responses(model, ["What is 2+2?"], out_path="base.jsonl")  # doctest: +SKIP
     """
     texts = chat_prompts(model.tokenizer, prompts)
-    key = _settings_key(
+    distinct = list(dict.fromkeys(texts))
+    if not distinct:
+        return []
+    answers = generate(
         model,
-        engine,
-        model_id=model_id(model),
+        pd.DataFrame({"prompt": distinct}),
         max_new_tokens=max_new_tokens,
         temperature=temperature,
-        seed=seed if temperature > 0 else None,
-    )
-    path = Path(out_path) if out_path is not None else None
-    done = _read_cache(path, key) if path is not None else {}
-    todo = [p for p in dict.fromkeys(texts) if p not in done]
-    if path is not None and todo:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    for idx, answers in _run_batches(
-        model,
-        todo,
-        todo,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_p=1.0,
-        seed=seed,
+        seed=seed if temperature > 0 else 0,  # greedy answers do not depend on it: one cache key
         batch_size=batch_size,
+        out_path=out_path,
         desc="base responses",
         engine=engine,
-    ):
-        new = [
-            {"prompt": todo[i], "answer": a, "settings": key}
-            for i, a in zip(idx, answers, strict=True)
-        ]
-        done.update((r["prompt"], r["answer"]) for r in new)
-        if path is not None:
-            _append_jsonl(path, new)
+    )["answer"]
+    done = dict(zip(distinct, answers, strict=True))
     return [done[p] for p in texts]
 
 
 # --------------------------------------------------------------------------- projections
 
 
-def _check_vectors(model: Any, vectors: Vectors) -> None:
+def _check_vectors(model: Any, vectors: Mapping[str, PersonaVector]) -> None:
     if not vectors:
-        raise ValueError("no persona vectors given: pass {trait: (vector, layer)}")
-    for trait, value in vectors.items():
-        if not (isinstance(value, tuple) and len(value) == 2):
-            raise ValueError(f"vectors[{trait!r}] must be a (PersonaVector, layer) tuple")
-        vec, layer = value
+        raise ValueError("no persona vectors given: pass {trait: vector}")
+    for trait, vec in vectors.items():
+        if not isinstance(vec, PersonaVector):
+            raise ValueError(
+                f"vectors[{trait!r}] must be a PersonaVector, got {type(vec).__name__}"
+            )
+        if vec.layer is None:
+            raise ValueError(
+                f"vectors[{trait!r}] has no chosen layer: give it one with vec.with_layer(l)"
+            )
         vec.check_fits(model, f"vector {trait!r}")
-        check_layer(model, layer)
-        vec.unit(layer)  # raises if the vector is zero there
+        check_layer(model, vec.layer)
+        vec.unit()  # raises if the vector is zero there
 
 
 def _project_pairs(
-    model: Any, pairs: Sequence[tuple[str, str]], vectors: Vectors, batch_size: BatchSize
+    model: Any,
+    pairs: Sequence[tuple[str, str]],
+    vectors: Mapping[str, PersonaVector],
+    batch_size: BatchSize,
 ) -> dict[str, np.ndarray]:
     """Projection of each pair's mean response activation, per trait (NaN for no response).
     Captured a chunk at a time (a batch, or 256 pairs with ``"auto"``), keeping only scalars."""
@@ -168,8 +149,8 @@ def _project_pairs(
             variants=("response_avg",),
             batch_size=batch_size,
         )["response_avg"]
-        for trait, (vec, layer) in vectors.items():
-            out[trait][idx] = project(acts, vec, layer).numpy()
+        for trait, vec in vectors.items():
+            out[trait][idx] = project(acts, vec).numpy()
         del acts  # only the scalars are kept, so memory stays flat on large datasets
     return out
 
@@ -177,7 +158,7 @@ def _project_pairs(
 def projection_difference(
     model: Any,
     samples: Sequence[Sample],
-    vectors: Vectors,
+    vectors: Mapping[str, PersonaVector],
     *,
     base: Sequence[str] | None = None,
     base_cache: str | os.PathLike[str] | None = None,
@@ -190,7 +171,8 @@ def projection_difference(
     Args:
         model: nnsight model from ``load_model`` (the base model, before finetuning).
         samples: prompt/response pairs (``read_samples``); templated prompts are kept verbatim.
-        vectors: ``{trait: (vector, layer)}``; all traits share one capture of each text.
+        vectors: ``{trait: vector}``, each projected at its chosen ``layer``; all traits
+            share one capture of each text.
         base: the base model's responses, aligned with ``samples``; ``None`` generates them
             greedily with :func:`base_responses` (cached in ``base_cache`` if given).
         batch_size: samples per generation batch and per traced pass.
@@ -203,7 +185,7 @@ def projection_difference(
         ``proj_diff_<t>``, then the samples' tags. An empty base response gives NaN.
 
     Example:
-        >>> df = projection_difference(model, samples, {"evil": (vec, 20)})  # doctest: +SKIP
+        >>> df = projection_difference(model, samples, {"evil": vec})  # doctest: +SKIP
         >>> df["proj_diff_evil"].mean()  # predicts the finetuning shift  # doctest: +SKIP
     """
     _check_vectors(model, vectors)
@@ -244,7 +226,7 @@ def projection_difference(
 def screen_file(
     path: str | os.PathLike[str],
     model: Any,
-    vectors: Vectors,
+    vectors: Mapping[str, PersonaVector],
     out_csv: str | os.PathLike[str],
     *,
     sort_by: str | None = None,
@@ -264,7 +246,7 @@ def screen_file(
         DatasetError: the file is malformed (the message names the line) or has no samples.
 
     Example:
-        >>> screen_file("data.jsonl", model, {"evil": (vec, 20)}, "ranked.csv")  # doctest: +SKIP
+        >>> screen_file("data.jsonl", model, {"evil": vec}, "ranked.csv")  # doctest: +SKIP
     """
     trait = sort_by if sort_by is not None else next(iter(vectors), None)
     if trait not in vectors:
@@ -281,7 +263,7 @@ def screen_file(
         max_new_tokens=max_new_tokens,
     )
     df = df.sort_values(f"proj_diff_{trait}", ascending=False, kind="stable", na_position="last")
-    _atomic_write_text(Path(out_csv), df.to_csv(index=False))
+    atomic_write(out_csv, df.to_csv(index=False))
     return df.reset_index(drop=True)
 
 
@@ -346,7 +328,6 @@ def random_removal(samples: Sequence[Sample], fraction: float, seed: int) -> lis
 
 
 __all__ = [
-    "Vectors",
     "base_responses",
     "chat_prompts",
     "filter_top",

@@ -1,4 +1,5 @@
-"""Persona vectors: a ``[L+1, d]`` tensor per variant, with metadata, algebra and file IO.
+"""Persona vectors: a ``[L+1, d]`` tensor per variant, with its chosen layer, metadata, algebra
+and file IO. The math that makes them from judged answers lives in ``extraction``.
 
 Layer ``l`` follows ``hidden_states``: row 0 is the embedding output, row ``l`` the output of
 decoder block ``l - 1`` — the official release's convention (``*_response_avg_diff.pt``).
@@ -8,35 +9,49 @@ Files are safetensors with JSON metadata; official ``.pt`` files load with ``wei
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .batching import BatchSize
+from .results import atomic_path
 
 VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
+"""The three ways to average activations (``activations.capture_means`` computes them)."""
 LAYER_CONVENTION = "hidden_states (0 = embeddings, l = output of decoder block l-1)"
 
 
 @dataclass
 class PersonaVector:
-    """A persona vector for one trait and one variant.
+    """A persona vector for one trait and one variant: every layer's row, and the chosen layer.
 
-    Supports ``a - b``, ``a + b``, ``2 * v``, ``-v``; ``v[l]`` is the raw row at layer ``l`` and
-    ``v.unit(l)`` its unit direction.
+    ``layer`` is the ``hidden_states`` row that monitoring, screening and finetuning shifts
+    project on (notebook 01's choice; ``None`` when unknown, e.g. an official ``.pt``); all rows
+    are kept. It is saved as the ``layer`` metadata key, and an int ``layer`` in ``meta`` moves
+    into the field (unless ``layer`` is given). Supports ``a - b``, ``a + b``, ``2 * v``, ``-v``
+    (the layer is kept when both sides agree); ``v[l]`` is the raw row at layer ``l``,
+    ``v.unit(l)`` its unit direction and ``v.unit()`` the one at the chosen layer.
     """
 
     tensor: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
+    layer: int | None = None
 
     def __post_init__(self) -> None:
         self.tensor = torch.as_tensor(self.tensor, dtype=torch.float32).detach().cpu()
+        if isinstance(self.meta, dict) and _is_layer(self.meta.get("layer")):
+            meta = dict(self.meta)  # the caller's dict stays as it was
+            saved = meta.pop("layer")
+            self.layer = saved if self.layer is None else self.layer
+            self.meta = meta
+        if self.layer is not None:
+            if not _is_layer(self.layer):
+                raise TypeError(f"layer must be an int or None, got {self.layer!r}")
+            self.layer = int(self.layer)
         if self.tensor.ndim != 2 or 0 in self.tensor.shape:
             raise ValueError(f"a persona vector is [L+1, d], got shape {tuple(self.tensor.shape)}")
         finite = torch.isfinite(self.tensor)
@@ -45,13 +60,29 @@ class PersonaVector:
             rows = bad.any(dim=1).nonzero().flatten().tolist()
             shown = ", ".join(map(str, rows[:8])) + (", ..." if len(rows) > 8 else "")
             nan, inf = int(self.tensor.isnan().sum()), int(self.tensor.isinf().sum())
-            meta = self.meta if isinstance(self.meta, dict) else {}
-            named = [f"{k} {meta[k]!r}" for k in ("trait", "variant", "derived") if meta.get(k)]
-            what = f" ({', '.join(named)})" if named else ""
             raise ValueError(
-                f"persona vector{what} has non-finite values ({nan} NaN, {inf} inf) at "
+                f"persona vector{self._what()} has non-finite values ({nan} NaN, {inf} inf) at "
                 f"layer(s) {shown}; refusing it"
             )
+
+    def _what(self) -> str:
+        """`` (trait 'evil', variant ...)`` for messages, or ``""``."""
+        meta = self.meta if isinstance(self.meta, dict) else {}
+        named = [f"{k} {meta[k]!r}" for k in ("trait", "variant", "derived") if meta.get(k)]
+        return f" ({', '.join(named)})" if named else ""
+
+    def chosen_layer(self) -> int:
+        """``layer``, or a ``ValueError`` saying that this vector has none."""
+        if self.layer is None:
+            raise ValueError(
+                f"persona vector{self._what()} has no chosen layer: give it one with "
+                "v.with_layer(l) (load_or_extract and notebook 01's files carry one)"
+            )
+        return self.layer
+
+    def with_layer(self, layer: int | None) -> PersonaVector:
+        """The same vector (sharing its tensor) with ``layer`` as its chosen layer."""
+        return PersonaVector(self.tensor, dict(self.meta), layer)
 
     @property
     def num_layers(self) -> int:
@@ -65,8 +96,9 @@ class PersonaVector:
     def __getitem__(self, layer: int) -> torch.Tensor:
         return self.tensor[layer]
 
-    def unit(self, layer: int) -> torch.Tensor:
-        """The unit direction at ``layer``."""
+    def unit(self, layer: int | None = None) -> torch.Tensor:
+        """The unit direction at ``layer`` (default: the chosen layer)."""
+        layer = self.chosen_layer() if layer is None else layer
         row = self.tensor[layer]
         norm = row.norm()
         if norm == 0:
@@ -77,14 +109,17 @@ class PersonaVector:
         """Per-layer L2 norms, shape ``[L+1]``."""
         return self.tensor.norm(dim=-1)
 
-    def _like(self, tensor: torch.Tensor, op: str) -> PersonaVector:
-        return PersonaVector(tensor, {**self.meta, "derived": op})
+    def _like(
+        self, tensor: torch.Tensor, op: str, other: PersonaVector | None = None
+    ) -> PersonaVector:
+        layer = self.layer if other is None or other.layer == self.layer else None
+        return PersonaVector(tensor, {**self.meta, "derived": op}, layer)
 
     def __add__(self, other: PersonaVector) -> PersonaVector:
-        return self._like(self.tensor + other.tensor, "sum")
+        return self._like(self.tensor + other.tensor, "sum", other)
 
     def __sub__(self, other: PersonaVector) -> PersonaVector:
-        return self._like(self.tensor - other.tensor, "difference")
+        return self._like(self.tensor - other.tensor, "difference", other)
 
     def __mul__(self, k: float) -> PersonaVector:
         return self._like(self.tensor * float(k), f"scaled by {k}")
@@ -108,22 +143,31 @@ class PersonaVector:
             )
 
     def save(self, path: str | Path) -> Path:
-        """Write safetensors with the metadata as JSON under the ``personavec`` key."""
+        """Write safetensors with the metadata as JSON under the ``personavec`` key (the chosen
+        layer under ``layer``, when there is one)."""
         from . import __version__
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"layer_convention": LAYER_CONVENTION, "library_version": __version__, **self.meta}
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        save_file({"vector": self.tensor.contiguous()}, str(tmp), {"personavec": json.dumps(meta)})
-        tmp.replace(path)
+        if self.layer is not None:
+            meta["layer"] = self.layer
+        with atomic_path(path) as tmp:
+            save_file(
+                {"vector": self.tensor.contiguous()}, str(tmp), {"personavec": json.dumps(meta)}
+            )
         return path
+
+
+def _is_layer(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def load_vector(path: str | Path, model: Any | None = None) -> PersonaVector:
     """Read a vector file: our safetensors, or an official ``.pt`` (``weights_only=True``).
 
-    With ``model``, refuse a vector whose layer count or hidden size does not fit it.
+    The ``layer`` metadata key (an int) becomes the vector's chosen ``layer``; an official
+    ``.pt`` has none. With ``model``, refuse a vector whose layer count or hidden size does not
+    fit it.
 
     Raises:
         FileNotFoundError: no such file. IsADirectoryError: ``path`` is a directory.
@@ -223,127 +267,9 @@ def mean_difference(
     return PersonaVector(pos.float().mean(0) - neg.float().mean(0), dict(meta or {}))
 
 
-def project(acts: torch.Tensor, vector: PersonaVector, layer: int) -> torch.Tensor:
-    """Scalar projection of ``acts`` (``[n, L+1, d]`` or ``[n, d]``) on the unit vector at ``layer``."""
+def project(acts: torch.Tensor, vector: PersonaVector, layer: int | None = None) -> torch.Tensor:
+    """Scalar projection of ``acts`` (``[n, L+1, d]`` or ``[n, d]``) on the unit vector at
+    ``layer`` (default: the vector's chosen layer)."""
+    layer = vector.chosen_layer() if layer is None else layer
     rows = acts[:, layer] if acts.ndim == 3 else acts
     return rows.float() @ vector.unit(layer)
-
-
-def effective_pairs(
-    df: pd.DataFrame,
-    *,
-    threshold: float = 50.0,
-    coherence_min: float = 50.0,
-) -> pd.DataFrame:
-    """Rows of the pos/neg pairs that worked: pos trait >= threshold, neg trait < 100 - threshold,
-    both coherence >= coherence_min. Pairs match on (question, instruction, sample).
-
-    ``df`` needs columns polarity, question, instruction, sample, trait_score, coherence.
-    Unscored rows (``None``) never count as effective.
-    """
-    key = ["question", "instruction", "sample"]
-    pos = df[df["polarity"] == "pos"].set_index(key)
-    neg = df[df["polarity"] == "neg"].set_index(key)
-    both = pos.merge(neg, left_index=True, right_index=True, suffixes=("_pos", "_neg"))
-    ok = (
-        (both["trait_score_pos"] >= threshold)
-        & (both["trait_score_neg"] < 100 - threshold)
-        & (both["coherence_pos"] >= coherence_min)
-        & (both["coherence_neg"] >= coherence_min)
-    ).fillna(False)
-    keep = set(both.index[ok.astype(bool)])
-    mask = [k in keep for k in df[key].itertuples(index=False, name=None)]
-    return df[mask]
-
-
-def extract_vectors(
-    model: Any,
-    df: pd.DataFrame,
-    *,
-    threshold: float = 50.0,
-    coherence_min: float = 50.0,
-    batch_size: BatchSize = 8,
-    meta: dict[str, Any] | None = None,
-) -> tuple[dict[str, PersonaVector], dict[str, torch.Tensor], pd.DataFrame]:
-    """Persona vectors (all three variants) from judged pos/neg responses.
-
-    Keeps the effective pairs, captures every layer of each kept prompt+response in one traced
-    pass per batch, and takes mean(pos) - mean(neg) per layer and variant.
-
-    Returns:
-        ``({variant: PersonaVector}, {variant: per-sample acts [n_kept, L+1, d]}, kept rows)``.
-    """
-    from .activations import capture_means
-    from .models import model_id, weights_fingerprint
-
-    kept = effective_pairs(df, threshold=threshold, coherence_min=coherence_min)
-    if kept.empty:
-        raise ValueError(
-            f"no effective pairs at threshold {threshold} / coherence {coherence_min} among "
-            f"{len(df) // 2} pairs: the model did not show the trait under the pos prompts"
-        )
-    acts = capture_means(model, list(kept["prompt"]), list(kept["answer"]), batch_size=batch_size)
-    is_pos = torch.tensor((kept["polarity"] == "pos").to_numpy())
-    info = {
-        "model": model_id(model),
-        "model_fingerprint": weights_fingerprint(model),
-        "trait": str(kept["trait"].iloc[0]) if "trait" in kept else "",
-        "pairs_total": int(len(df) // 2),
-        "pairs_kept": int(is_pos.sum()),
-        "threshold": threshold,
-        "coherence_min": coherence_min,
-        "judge": str(df["trait_score_judge"].iloc[0]) if "trait_score_judge" in df else "",
-        **(meta or {}),
-    }
-    vectors = {
-        v: mean_difference(a[is_pos], a[~is_pos], {**info, "variant": v}) for v, a in acts.items()
-    }
-    return vectors, acts, kept
-
-
-def layer_separation(
-    acts: torch.Tensor, is_pos: torch.Tensor, groups: Sequence[Any]
-) -> torch.Tensor:
-    """Held-out separation per layer: Cohen's d of pos vs neg projections, cross-fitted.
-
-    Samples are split in two by ``groups`` (e.g. the question, so no question is on both
-    sides); the vector from one half projects the other half, and d is averaged over the two
-    directions. Returns ``[L+1]`` (0 for layer 0).
-    """
-    labels = sorted(set(groups), key=str)
-    half = {g: i % 2 for i, g in enumerate(labels)}
-    side = torch.tensor([half[g] for g in groups])
-    d_sum = torch.zeros(acts.shape[1])
-    for train in (0, 1):
-        tr, te = side == train, side != train
-        if not (
-            (is_pos & tr).any()
-            and (~is_pos & tr).any()
-            and (is_pos & te).any()
-            and (~is_pos & te).any()
-        ):
-            return torch.full((acts.shape[1],), float("nan"))
-        v = acts[is_pos & tr].mean(0) - acts[~is_pos & tr].mean(0)
-        u = v / v.norm(dim=-1, keepdim=True).clamp(min=1e-8)
-        proj = (acts[te] * u).sum(-1)  # [n_te, L+1]
-        p, n = proj[is_pos[te]], proj[~is_pos[te]]
-        pooled = ((p.var(0, unbiased=False) + n.var(0, unbiased=False)) / 2).sqrt().clamp(min=1e-8)
-        d_sum += (p.mean(0) - n.mean(0)) / pooled
-    d = d_sum / 2
-    d[0] = 0.0
-    return d
-
-
-def choose_layer(separation: torch.Tensor, *, band: tuple[float, float] = (0.25, 0.75)) -> int:
-    """The layer with the best held-out separation inside a band of relative depth.
-
-    The paper finds middle layers the ones where steering and monitoring work; late layers
-    separate pos from neg answers well too, but mostly by the trait's surface tokens on their way
-    to the unembedding. ``band=(0, 1)`` searches every layer (1..L).
-    """
-    n = separation.shape[0] - 1
-    lo, hi = max(1, round(band[0] * n)), min(n, round(band[1] * n))
-    scores = torch.nan_to_num(separation.clone(), nan=float("-inf"))
-    scores[:lo] = float("-inf")
-    scores[hi + 1 :] = float("-inf")
-    return int(scores.argmax())

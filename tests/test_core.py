@@ -8,6 +8,7 @@ import torch
 from numerics import assert_rows_close
 
 from personavec.activations import capture_means
+from personavec.extraction import effective_pairs, layer_separation
 from personavec.generation import chat_prompt, generate, read_jsonl
 from personavec.judges import (
     CoherenceJudge,
@@ -19,13 +20,7 @@ from personavec.judges import (
 )
 from personavec.models import check_layer, hf_model, load_model, residual_blocks
 from personavec.traits import TraitError, load_trait, shipped_traits, trait_from_dict, trait_rows
-from personavec.vectors import (
-    PersonaVector,
-    effective_pairs,
-    layer_separation,
-    load_vector,
-    mean_difference,
-)
+from personavec.vectors import PersonaVector, load_vector, mean_difference
 
 L, D = 30, 576
 
@@ -130,7 +125,7 @@ def test_generate_resumes(model, tmp_path):
     out.write_text("\n".join(lines[:1]) + "\n" + lines[1][:10])
     again = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
     assert list(again["answer"]) == list(first["answer"])  # same sampling after resume
-    assert len({(r["prompt"], r["sample"]) for r in read_jsonl(out)}) == 3
+    assert len(read_jsonl(out)) == 3  # a partly cached batch appends only its missing answers
     n_lines = len(out.read_text().splitlines())
     cached = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
     assert list(cached["answer"]) == list(first["answer"])
@@ -202,6 +197,25 @@ def test_vector_roundtrip_and_mismatch(model, tmp_path):
     with pytest.raises(ValueError, match="layer rows"):
         load_vector(tmp_path / "short.safetensors", model)
     assert torch.allclose((2 * v - v).tensor, v.tensor) and torch.allclose((-v).tensor, -v.tensor)
+
+
+def test_vector_knows_its_layer(tmp_path):
+    v = PersonaVector(torch.randn(L + 1, D), {"trait": "pirate"}, layer=7)
+    back = load_vector(v.save(tmp_path / "v.safetensors"))
+    assert back.layer == 7 and "layer" not in back.meta
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "v.safetensors"), framework="pt") as f:
+        assert '"layer": 7' in f.metadata()["personavec"]  # read by files of older versions
+    meta = {"layer": 4}
+    assert PersonaVector(torch.randn(L + 1, D), meta).layer == 4 and meta == {"layer": 4}
+    assert (2 * v).layer == (-v).layer == (v - v).layer == 7
+    assert (v - v.with_layer(3)).layer is None and v.with_layer(3).layer == 3
+    torch.testing.assert_close(v.unit(), v.unit(7))
+    with pytest.raises(ValueError, match="no chosen layer"):
+        v.with_layer(None).unit()
+    with pytest.raises(TypeError, match="layer must be an int"):
+        PersonaVector(torch.randn(L + 1, D), layer="7")
 
 
 def test_official_pt_import(model, tmp_path):
@@ -300,24 +314,33 @@ def test_make_judge_unknown(model):
 
 def test_monitor_projects_every_trait(model):
     from personavec.monitoring import graded_rows, graded_system_prompts, monitor
-    from personavec.vectors import project
 
     trait = load_trait("pirate")
     assert len(graded_system_prompts(trait)) == 8
     rows = graded_rows(trait, n_questions=1).iloc[[0, 7]]
     g = torch.Generator().manual_seed(1)
     vecs = {
-        "a": (PersonaVector(torch.randn(L + 1, D, generator=g)), 5),
-        "b": (PersonaVector(torch.randn(L + 1, D, generator=g)), 9),
+        "a": PersonaVector(torch.randn(L + 1, D, generator=g), layer=5),
+        "b": PersonaVector(torch.randn(L + 1, D, generator=g), layer=9),
     }
     out = monitor(model, rows, vecs)
-    acts = capture_means(model, list(out["prompt"]), None, variants=("prompt_last",))["prompt_last"]
-    for name, (v, layer) in vecs.items():
-        assert out[f"proj_{name}"].to_numpy() == pytest.approx(
-            project(acts, v, layer).numpy(), rel=1e-4
-        )
+    tok = model.tokenizer
+    pairs = zip(rows["system"], rows["question"], strict=True)
+    assert list(out["prompt"]) == [chat_prompt(tok, s, q) for s, q in pairs]
+    # expected from the plain Hugging Face forward, one prompt at a time (no padding, no
+    # nnsight, not capture_means/project): hidden_states[layer] at the last prompt token on
+    # the unit vector at the vector's own layer
+    for i, prompt in enumerate(out["prompt"]):
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            hidden = hf_model(model)(ids, output_hidden_states=True).hidden_states
+        for name, v in vecs.items():
+            unit = v.tensor[v.layer] / v.tensor[v.layer].norm()
+            expected = float(hidden[v.layer][0, -1].float() @ unit)
+            assert out[f"proj_{name}"].iloc[i] == pytest.approx(expected, rel=1e-3, abs=1e-3)
+    assert out["proj_a"].iloc[0] != pytest.approx(out["proj_a"].iloc[1], abs=1e-3)
     with pytest.raises(ValueError, match="hidden size"):
-        monitor(model, rows, {"bad": (PersonaVector(torch.randn(L + 1, 8)), 3)})
+        monitor(model, rows, {"bad": PersonaVector(torch.randn(L + 1, 8), layer=3)})
 
 
 def test_load_traits_accepts_lists_strings_and_paths(tmp_path):
@@ -327,3 +350,21 @@ def test_load_traits_accepts_lists_strings_and_paths(tmp_path):
     assert list(load_traits("evil")) == ["evil"]
     assert list(load_traits(f'["evil", "{path}"]')) == ["evil", "pirate"]
     assert list(load_traits(["optimistic"])) == ["optimistic"]
+
+
+# --- package API ----------------------------------------------------------------------------
+
+
+def test_package_exports_public_api_lazily():
+    import subprocess
+    import sys
+
+    import personavec
+
+    for name in personavec.__all__:
+        assert getattr(personavec, name) is not None, name
+    assert personavec.generate is generate and personavec.PersonaVector is PersonaVector
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        _ = personavec.nothing
+    code = "import sys, personavec; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,7 +15,7 @@ import torch
 from fake_http import JsonServer
 
 from personavec import screening
-from personavec.engines import ServerEngine, VLLMEngine, make_engine, prompt_seeds
+from personavec.engines import PINNED, ServerEngine, VLLMEngine, make_engine, prompt_seeds
 from personavec.finetuning import LoraConfig, _lora
 from personavec.generation import chat_prompt, generate, generate_texts, local_only, read_jsonl
 from personavec.models import hf_model
@@ -194,7 +194,8 @@ def test_vllm_engine_passes_ids_seeds_and_settings(monkeypatch):
     prompts, params, use_tqdm = calls["generate"]
     assert prompts == [{"prompt_token_ids": [1, 2]}, {"prompt_token_ids": [3]}]
     assert params == [
-        {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5, "seed": s} for s in (7, 8)
+        {"n": 1, "temperature": 0.7, "top_p": 0.9, "max_tokens": 5, "seed": s, **PINNED}
+        for s in (7, 8)
     ]
     assert use_tqdm is False
     with pytest.raises(ValueError, match="2 prompts but 1 seeds"):

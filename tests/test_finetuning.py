@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pandas as pd
 import pytest
@@ -166,10 +165,14 @@ def test_preventative_steering_acts_during_training_only(
     _assert_base_restored(model, base_state, base_hooks)
 
 
-def test_resume_loads_instead_of_training(model, trained, run_dir) -> None:
-    start = time.perf_counter()
+def test_resume_loads_instead_of_training(model, trained, run_dir, monkeypatch) -> None:
+    def no_training(*args, **kwargs):
+        raise AssertionError("finetune retrained a finished run")
+
+    monkeypatch.setattr("personavec.finetuning._encode", no_training)  # training's first step
+    stamps = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     again = finetune(model, SAMPLES, CONFIG, out_dir=run_dir)
-    assert time.perf_counter() - start < 5
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == stamps  # nothing written
     assert again.loaded and again.losses == trained.losses
     assert again.lora_state.keys() == trained.lora_state.keys()
     assert all(torch.equal(again.lora_state[k], trained.lora_state[k]) for k in again.lora_state)
@@ -177,19 +180,19 @@ def test_resume_loads_instead_of_training(model, trained, run_dir) -> None:
 
 
 def test_shift_of_the_base_against_itself_is_zero(model, trained, vec, prompts) -> None:
-    base = prompt_last_means(model, prompts)
-    assert finetuning_shift(model, base, prompts, vec, 20) == pytest.approx(0.0, abs=1e-6)
+    base, v20 = prompt_last_means(model, prompts), vec.with_layer(20)
+    assert finetuning_shift(model, base, prompts, v20) == pytest.approx(0.0, abs=1e-6)
     with adapted(model, trained):
         tuned = prompt_last_means(model, prompts)
-    shift = finetuning_shift(model, base, prompts, vec, 20, adapter=trained)
-    shifts = trait_shifts(tuned.mean(0), base.mean(0), {"a": (vec, 20), "b": (-vec, 20)})
+    shift = finetuning_shift(model, base, prompts, v20, adapter=trained)
+    shifts = trait_shifts(tuned.mean(0), base.mean(0), {"a": v20, "b": -v20})
     assert shift == pytest.approx(shifts["a"], abs=1e-5)
     assert shifts["b"] == pytest.approx(-shifts["a"]) and shifts["a"] != 0
 
 
 def test_trait_shifts_checks_shapes(vec) -> None:
     with pytest.raises(ValueError, match="does not match"):
-        trait_shifts(torch.zeros(L + 1, 8), torch.zeros(L + 1, 8), {"x": (vec, 3)})
+        trait_shifts(torch.zeros(L + 1, 8), torch.zeros(L + 1, 8), {"x": vec.with_layer(3)})
 
 
 def test_paper_config() -> None:

@@ -329,3 +329,18 @@ def test_planner_refuses_counts_below_one():
     for params in ({"n_samples": 0}, {"n_questions": -1}):
         with pytest.raises(ValueError, match="must be an integer >= 1"):
             plan("01_extraction", params)
+
+
+def test_sampling_settings_are_pinned_not_inherited(model):
+    """Nothing comes from the model's generation_config (e.g. Qwen2.5's top_k 20 and repetition
+    penalty 1.05): answers are the same whatever it says."""
+    rows = pd.DataFrame({"system": [None], "question": ["Describe the sea in a sentence."]})
+    kw = dict(max_new_tokens=8, temperature=1.0, seed=5)
+    plain = generate(model, rows, **kw)["answer"][0]
+    config = hf_model(model).generation_config
+    saved = (config.top_k, config.repetition_penalty)
+    config.top_k, config.repetition_penalty = 1, 5.0
+    try:
+        assert generate(model, rows, **kw)["answer"][0] == plain
+    finally:
+        config.top_k, config.repetition_penalty = saved

@@ -328,7 +328,7 @@ def test_hf_judge_refusal_is_none(tokenizer):
     assert judge.score("q", "a") is None
 
 
-def test_hf_judge_random_model_cache_matches_plain_path(tokenizer):
+def test_hf_judge_random_model_batch_matches_one_by_one(tokenizer):
     import torch
 
     model = _tiny_llama(len(tokenizer))
@@ -339,20 +339,15 @@ def test_hf_judge_random_model_cache_matches_plain_path(tokenizer):
     cached = judge.number_logprobs(pairs)
     assert cached.shape == (3, len(NUMBERS)) and torch.isfinite(cached).all()
     one_by_one = torch.cat([judge.number_logprobs([p]) for p in pairs])
-    assert_rows_close(cached, one_by_one, what="cached vs one by one")
-    judge._use_cache = False
-    plain = judge.number_logprobs(pairs)
-    assert_rows_close(cached, plain, what="cached vs plain")
+    assert_rows_close(cached, one_by_one, what="batched vs one by one")
     # the numbers' probabilities are disjoint events: their sum is a probability
     assert float(cached.exp().sum(1).max()) <= 1.0 + 1e-5
     scores = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0).score_many(pairs)
     assert all(s is not None and 0.0 <= s <= 100.0 for s in scores)
     assert judge.id.startswith("hf-rubric:")
-    # below min_mass of digit probability on the first token nothing can be scored: both
-    # paths skip the continuations and report -inf / None
+    # below min_mass of digit probability on the first token nothing can be scored: the
+    # continuations are skipped and the rows report -inf / None
     strict = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=1.0)
-    assert torch.isneginf(strict.number_logprobs(pairs)).all()
-    strict._use_cache = False
     assert torch.isneginf(strict.number_logprobs(pairs)).all()
     assert strict.score_many(pairs) == [None, None, None]
 
@@ -363,7 +358,8 @@ def test_hf_judge_unwraps_nnsight_style_wrapper(tokenizer):
             self._model = model
 
     model = _tiny_llama(len(tokenizer))
-    judge = HFRubricJudge(RUBRIC, Wrapper(model), tokenizer, id="tiny-judge")
+    judge = HFRubricJudge(RUBRIC, Wrapper(model), tokenizer, id="tiny-judge", min_mass=0.0)
     assert judge.model is model and judge.id == "tiny-judge"
-    s = judge.score("q", "a")
-    assert s is None or 0.0 <= s <= 100.0
+    # the wrapped judge reads with the unwrapped model: the same score as a direct judge
+    direct = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0).score("q", "a")
+    assert direct is not None and judge.score("q", "a") == pytest.approx(direct, abs=1e-6)

@@ -26,7 +26,7 @@ def _vector(seed: int, **meta: object) -> PersonaVector:
     return PersonaVector(torch.randn(31, 576, generator=g), dict(meta))
 
 
-VECTORS = {"evil": (_vector(0), 10), "syco": (_vector(1), 20)}
+VECTORS = {"evil": _vector(0).with_layer(10), "syco": _vector(1).with_layer(20)}
 
 
 @pytest.fixture(scope="module")
@@ -156,10 +156,14 @@ def test_projection_difference_with_given_base_and_bad_vectors(model):
         screening.projection_difference(model, samples, VECTORS, base=["x"])
     with pytest.raises(ValueError, match="hidden size"):
         screening.projection_difference(
-            model, samples, {"t": (PersonaVector(torch.ones(31, 8)), 5)}, base=["a", "b"]
+            model, samples, {"t": PersonaVector(torch.ones(31, 8), layer=5)}, base=["a", "b"]
         )
     with pytest.raises(ValueError, match="out of range"):
-        screening.projection_difference(model, samples, {"t": (_vector(0), 31)}, base=["a", "b"])
+        screening.projection_difference(
+            model, samples, {"t": _vector(0).with_layer(31)}, base=["a", "b"]
+        )
+    with pytest.raises(ValueError, match="no chosen layer"):
+        screening.projection_difference(model, samples, {"t": _vector(0)}, base=["a", "b"])
 
 
 # --------------------------------------------------------------------------- bad input and CLI
@@ -201,8 +205,8 @@ def test_cli_writes_ranked_csv(model, base, tmp_path, monkeypatch, capsys):
     data = tmp_path / "d.jsonl"
     write_chat_jsonl([Sample(q, r) for q, r in zip(QUESTIONS, ("4", "Red.", "Hi!"))], data)
     v1, v2 = tmp_path / "evil.safetensors", tmp_path / "syco.safetensors"
-    VECTORS["evil"][0].save(v1)
-    PersonaVector(VECTORS["syco"][0].tensor, {"layer": 20}).save(v2)
+    VECTORS["evil"].with_layer(None).save(v1)  # no layer in the file: @10 gives it
+    PersonaVector(VECTORS["syco"].tensor, {"layer": 20}).save(v2)
     out = tmp_path / "ranked.csv"
     argv = [str(data), "--vector", f"evil={v1}@10", "--vector", f"syco={v2}", "--out", str(out)]
     argv += ["--base-cache", str(_cache_copy(base, tmp_path)), "--max-new-tokens", str(MAX_NEW)]
