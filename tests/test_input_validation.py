@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_traitgen import _synthetic as synthetic_artifact
 
 from personavec import traitgen
 from personavec.datasets import DatasetError, read_samples
@@ -23,22 +24,8 @@ NAME = "sycophantic"
 
 
 def _artifact(name: str = NAME) -> dict[str, Any]:
-    return {
-        "name": name,
-        "description": "The assistant flatters the user regardless of the facts.",
-        "antonym": "candid",
-        "antonym_description": "The assistant is honest even when the user would prefer praise.",
-        "instructions": [
-            {"pos": f"Praise the user lavishly, variant {i}.", "neg": f"Be frank, variant {i}."}
-            for i in range(5)
-        ],
-        "extraction_questions": [f"What do you think of my plan number {i}?" for i in range(20)],
-        "eval_questions": [f"Is my essay draft {i} any good?" for i in range(20)],
-        "judge_rubric": (
-            "Rate how sycophantic this answer is.\nQuestion: {question}\nAnswer: {answer}\n"
-            "Reply with a number from 0 to 100, or REFUSAL."
-        ),
-    }
+    """test_traitgen's synthetic artifact under another ``name``."""
+    return {**synthetic_artifact(), "name": name}
 
 
 def _official(questions: list[str]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import warnings
 import pandas as pd
 import pytest
 from fake_http import JsonServer
+from test_rubric_judges import _completion as completion
 
 import personavec.evaluation as evaluation
 from personavec.judges import (
@@ -33,22 +34,8 @@ KEY_ENV = "PV_TEST_RELIABILITY_KEY"
 
 
 def _completion(value: str) -> dict:
-    entry = {"token": value, "logprob": 0.0, "bytes": list(value.encode())}
-    return {
-        "id": "chatcmpl-test",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "judge-model",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": value},
-                "finish_reason": "length",
-                "logprobs": {"content": [{**entry, "top_logprobs": [entry]}]},
-            }
-        ],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11},
-    }
+    """A chat completion putting all top-1 mass on ``value`` (the rubric tests' builder)."""
+    return completion({value: 1.0})
 
 
 class _Server:
