@@ -111,16 +111,20 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
 
     monkeypatch.setattr(evaluation, "evaluate", counting)
     vec = _vector(1)
-    out = steering_sweep(
-        model,
-        pirate,
-        vec,
-        [8, 16],
-        [0.0, 3.0],
-        rows=rows,
-        out_dir=tmp_path / "sweep",
-        max_new_tokens=TOKENS,
-    )
+
+    def sweep():
+        return steering_sweep(
+            model,
+            pirate,
+            vec,
+            [8, 16],
+            [0.0, 3.0],
+            rows=rows,
+            out_dir=tmp_path / "sweep",
+            max_new_tokens=TOKENS,
+        )
+
+    out = sweep()
     assert len(out) == 4
     assert sorted(zip(out["layer"], out["coef"], strict=True)) == [
         (8, 0.0),
@@ -148,16 +152,7 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
 
     # a rerun resumes every cell from its file
     n_generated = sum(generated)  # the 3 cells and the unsteered run
-    again = steering_sweep(
-        model,
-        pirate,
-        vec,
-        [8, 16],
-        [0.0, 3.0],
-        rows=rows,
-        out_dir=tmp_path / "sweep",
-        max_new_tokens=TOKENS,
-    )
+    again = sweep()
     assert sum(generated) == n_generated
     pd.testing.assert_frame_equal(again, out)
 
