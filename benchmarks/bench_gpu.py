@@ -245,7 +245,7 @@ def _lengths(tok: Any, texts: list[str]) -> dict[str, float]:
 
 def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) -> None:
     """capture_means vs bare forward vs bare decoder stack, at each capture batch size."""
-    from personavec.activations import _masked_mean, _tokenize_pairs, capture_means
+    from personavec.activations import capture_means, encode_pairs, pad_pairs
     from personavec.batching import sequence_bytes
     from personavec.models import hf_model
 
@@ -264,13 +264,14 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
         sub = order[:b]
         ps, rs = [prompts[i] for i in sub], [answers[i] for i in sub]
         mine = capture_means(model, ps, rs, batch_size=b)
-        ids, attn, pmask, rmask = (t.to(bench.device) for t in _tokenize_pairs(tok, ps, rs))
+        ids, attn, pmask, rmask = (t.to(bench.device) for t in pad_pairs(encode_pairs(tok, ps, rs), tok.pad_token_id))
         mid = int(model.config.num_hidden_layers) // 2
         with torch.no_grad():
             hs = hf(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
         diffs = {}
         for v, mask in (("response_avg", rmask), ("prompt_avg", pmask)):
-            ref = _masked_mean(hs[mid], mask).float().cpu()
+            m = mask.to(hs[mid].device).unsqueeze(-1).float()
+            ref = ((hs[mid].float() * m).sum(1) / m.sum(1).clamp(min=1)).cpu()
             diffs[v] = float((mine[v][:, mid] - ref).abs().max() / ref.abs().max().clamp(min=1e-6))
         res["agreement"] = {"layer": mid, "batch": b, "max_rel_diff": diffs}
         print(f"captured means vs output_hidden_states at layer {mid}: {diffs}", flush=True)
@@ -285,8 +286,9 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
             batches = []
             for s in range(0, n, b):
                 idx = order[s : s + b]
-                ids, attn, _, _ = _tokenize_pairs(
-                    tok, [prompts[i] for i in idx], [answers[i] for i in idx]
+                ids, attn, _, _ = pad_pairs(
+                    encode_pairs(tok, [prompts[i] for i in idx], [answers[i] for i in idx]),
+                    tok.pad_token_id,
                 )
                 batches.append((ids.to(bench.device), attn.to(bench.device)))
             real = int(sum(int(a.sum()) for _, a in batches))
