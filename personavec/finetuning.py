@@ -35,8 +35,15 @@ from tqdm.auto import tqdm
 from .activations import capture_means
 from .batching import BatchSize
 from .datasets import LEVELS, Sample, mix
-from .generation import chat_prompt
-from .models import check_layer, has_adapter, hf_model, model_device, model_id, model_identity
+from .models import (
+    chat_prompt,
+    check_layer,
+    has_adapter,
+    hf_model,
+    model_device,
+    model_id,
+    model_identity,
+)
 from .results import atomic_write
 from .steering import Intervention, hook_edits
 from .vectors import PersonaVector

@@ -21,35 +21,12 @@ from tqdm.auto import tqdm
 from .activations import pad_pairs
 from .batching import BatchSize, buckets, generation_batch_size, run_splitting
 from .engines import prompt_seeds
-from .models import has_adapter, model_identity
+from .models import chat_prompt, has_adapter, model_identity
 from .results import check_count
 from .steering import active, apply_in_trace
 
 if TYPE_CHECKING:
     from .engines import Engine
-
-
-def chat_prompt(
-    tokenizer: Any,
-    system: str | None,
-    user: str,
-    history: Sequence[tuple[str, str]] = (),
-) -> str:
-    """The chat-template text of a conversation ending with the assistant's turn to speak.
-
-    Args:
-        tokenizer: a tokenizer with a chat template.
-        system: system prompt, or ``None`` for the template's default.
-        user: the final user message.
-        history: earlier (user, assistant) turns, e.g. many-shot examples.
-    """
-    messages: list[dict[str, str]] = []
-    if system is not None:
-        messages.append({"role": "system", "content": system})
-    for q, a in history:
-        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-    messages.append({"role": "user", "content": user})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:

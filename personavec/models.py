@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import operator
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -282,3 +283,31 @@ def check_layer(model: TransformersModel, layer: Any) -> int:
     if not 1 <= index <= n:
         raise ValueError(f"layer {index} out of range: this model has layers 1..{n}")
     return index
+
+
+def chat_prompt(
+    tokenizer: Any,
+    system: str | None,
+    user: str,
+    history: Sequence[tuple[str, str]] = (),
+) -> str:
+    """The chat-template text of a conversation ending with the assistant's turn to speak.
+
+    Args:
+        tokenizer: a tokenizer with a chat template.
+        system: system prompt, or ``None`` for the template's default.
+        user: the final user message.
+        history: earlier (user, assistant) turns, e.g. many-shot examples.
+
+    Templates with a thinking switch (Qwen3) get ``enable_thinking=False``, as in the official
+    code; other templates ignore the variable.
+    """
+    messages: list[dict[str, str]] = []
+    if system is not None:
+        messages.append({"role": "system", "content": system})
+    for q, a in history:
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    messages.append({"role": "user", "content": user})
+    return tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )

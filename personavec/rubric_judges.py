@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .models import hf_model, model_device
+from .models import chat_prompt, hf_model, model_device
 
 if TYPE_CHECKING:
     import openai
@@ -470,9 +470,7 @@ class HFRubricJudge:
         """
         content = self.rubric.format(question=question, answer=answer)
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
-            )
+            return chat_prompt(self.tokenizer, None, content)
         return content
 
     def _encode(self, question: str, answer: str) -> tuple[list[int], list[list[int]]]:

@@ -45,6 +45,7 @@ from personavec.traits import (
     Trait,
     TraitError,
     load_trait,
+    official_pair,
     question_key,
     save_trait,
     shipped_traits,
@@ -960,7 +961,11 @@ def main(argv: list[str] | None = None) -> int:
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
     sub.add_parser("list", help="names of the shipped traits")
     show = sub.add_parser("show", help="print an artifact (shipped name or .json path) as JSON")
-    show.add_argument("name_or_path")
+    show.add_argument("name_or_path", help="shipped name, .json path, or a name with --trait-data")
+    show.add_argument(
+        "--eval", help="official trait_data_eval file: its questions are the eval set"
+    )
+    show.add_argument("--trait-data", help="folder in the official layout (trait_data_extract/...)")
     args = parser.parse_args(argv)
 
     if args.command == "list":
@@ -968,7 +973,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "show":
         try:
-            trait = load_trait(args.name_or_path)
+            if args.trait_data:
+                trait = load_trait(*official_pair(args.trait_data, args.name_or_path))
+            else:
+                trait = load_trait(args.name_or_path, args.eval)
         except TraitError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1

@@ -332,13 +332,53 @@ def _read_json(path: Path, what: str) -> Any:
         raise TraitError(f"{path}: not valid JSON ({err})") from None
 
 
-def load_traits(names: str | Sequence[str | Path]) -> dict[str, Trait]:
-    """Several traits keyed by their artifact names: shipped names or paths, as a list, a single
-    string, or a JSON list in a string (what ``papermill -p traits '["a", "b"]'`` passes)."""
+OFFICIAL_EXTRACT, OFFICIAL_EVAL = "trait_data_extract", "trait_data_eval"
+
+
+def official_pair(folder: str | Path, name: str) -> tuple[Path, Path]:
+    """(extract file, eval file) of trait ``name`` in a folder of the official release's layout
+    (``<folder>/trait_data_extract/<name>.json`` and ``<folder>/trait_data_eval/<name>.json``)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise TraitError(f"trait_data {root}: no such folder (expected the official layout)")
+    pair = (root / OFFICIAL_EXTRACT / f"{name}.json", root / OFFICIAL_EVAL / f"{name}.json")
+    for path in pair:
+        if not path.exists():
+            found = sorted(q.stem for q in (root / OFFICIAL_EXTRACT).glob("*.json"))
+            raise TraitError(
+                f"trait_data {root}: no {path.relative_to(root)} for trait {name!r} "
+                f"(traits there: {', '.join(found) or 'none'})"
+            )
+    return pair
+
+
+def load_traits(
+    names: str | Sequence[str | Path | Sequence[str | Path]],
+    trait_data: str | Path | None = None,
+) -> dict[str, Trait]:
+    """Several traits keyed by their artifact names.
+
+    Args:
+        names: shipped names or paths, as a list, a single string, or a JSON list in a string
+            (what ``papermill -p traits '["a", "b"]'`` passes). An entry may also be an official
+            ``[extract file, eval file]`` pair.
+        trait_data: a folder in the official layout (``trait_data_extract/``,
+            ``trait_data_eval/``); each name is then read from it as an (extract, eval) pair.
+            Official files get the negative persona "helpful", as in the official code.
+    """
     if isinstance(names, str):
         text = names.strip()
         names = json.loads(text) if text.startswith("[") else [text]
-    traits = [load_trait(n) for n in names]
+    traits = []
+    for entry in names:
+        if trait_data is not None and isinstance(entry, str):
+            traits.append(load_trait(*official_pair(trait_data, entry)))
+        elif isinstance(entry, (list, tuple)):
+            if len(entry) != 2:
+                raise TraitError(f"trait entry {entry!r}: a pair is [extract file, eval file]")
+            traits.append(load_trait(entry[0], entry[1]))
+        else:
+            traits.append(load_trait(entry))
     return {t.name: t for t in traits}
 
 
