@@ -232,6 +232,7 @@ def finetune_study(
     preventative: dict[str, Intervention] | None = None,
     posthoc: dict[str, Intervention] | None = None,
     judge: str = "likelihood-ratio",
+    n_samples: int = 1,
     max_new_tokens: int = 48,
     temperature: float = 1.0,
     seed: int = 0,
@@ -264,7 +265,11 @@ def finetune_study(
         model, prompts, None, variants=("prompt_last",), batch_size=batch_size, desc="base capture"
     )["prompt_last"]
     gen_kw = dict(
-        max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size
+        n_samples=n_samples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
     )
 
     def measure(run: str, result: FinetuneResult | None, edit: Intervention | None) -> list[dict]:
@@ -295,7 +300,8 @@ def finetune_study(
         for name in traits:
             sel = (rows["trait"] == name).to_numpy()
             shift = trait_shifts(acts[sel], base_acts[sel], {name: vectors[name]})[name]
-            judged = judge_answers(answers[sel], judges[name], coherence, cache=cache)
+            mine = answers[answers["trait"] == name]  # n_samples answers per prompt
+            judged = judge_answers(mine, judges[name], coherence, cache=cache)
             out.append(
                 {
                     "run": run,

@@ -20,7 +20,7 @@ import torch
 from .activations import capture_means
 from .batching import BatchSize
 from .evaluation import evaluate
-from .models import model_id, weights_fingerprint
+from .models import check_layer, model_id, weights_fingerprint
 from .results import results_dir
 from .traits import Trait, load_trait, trait_rows
 from .vectors import VARIANTS, PersonaVector, load_vector, mean_difference
@@ -185,6 +185,7 @@ def extract_trait(
     batch_size: BatchSize = 8,
     out_dir: Path | None = None,
     engine: Engine | None = None,
+    layer: int | None = None,
 ) -> Extraction:
     """Run the extraction pipeline for one trait and save its vectors.
 
@@ -192,8 +193,13 @@ def extract_trait(
     score cache, vectors to ``out_dir/vectors/<trait>_<variant>.safetensors`` with the chosen
     layer in their metadata. ``out_dir`` defaults to ``results/01_extraction``. ``engine``
     samples the answers elsewhere (``personavec.engines``: vLLM); capture stays on nnsight.
+    ``layer`` (a config's fixed layer) becomes the chosen layer; otherwise the layer of best
+    held-out separation is chosen. Both are in the metadata: ``separation_layer`` and
+    ``layer_source`` (``"config"`` or ``"separation"``).
     """
     trait = trait if isinstance(trait, Trait) else load_trait(trait)
+    if layer is not None:
+        layer = check_layer(model, layer)  # a bad config layer fails before any sampling
     out_dir = out_dir or results_dir(STEM)
     rows = trait_rows(trait, "extraction", n_questions=n_questions, n_instructions=n_instructions)
     answers = evaluate(
@@ -225,10 +231,12 @@ def extract_trait(
     )
     is_pos = torch.tensor((kept["polarity"] == "pos").to_numpy())
     separation = layer_separation(acts["response_avg"], is_pos, list(kept["question"]))
-    layer = choose_layer(separation)
+    best = choose_layer(separation)
     for variant, vec in vectors.items():
-        vec.layer = layer
-        vec.meta["best_separation"] = float(separation[layer])
+        vec.layer = best if layer is None else layer
+        vec.meta["best_separation"] = float(separation[best])
+        vec.meta["separation_layer"] = best
+        vec.meta["layer_source"] = "separation" if layer is None else "config"
         vec.save(out_dir / "vectors" / f"{trait.name}_{variant}.safetensors")
     return Extraction(trait, vectors, separation, answers, kept)
 
@@ -258,7 +266,12 @@ def load_or_extract(
 ) -> PersonaVector:
     """Notebook 01's vector for ``trait``, its chosen layer as ``.layer``; extracted now if not
     saved yet, or if the saved vector was made by another model, from another artifact or by
-    another judge (:func:`stale_reason`), or has no layer; it is then replaced, with a warning."""
+    another judge (:func:`stale_reason`), or has no layer; it is then replaced, with a warning.
+    ``layer=`` (a config's fixed layer) is the returned vector's chosen layer either way; the
+    other keyword arguments go to :func:`extract_trait`."""
+    layer = kwargs.pop("layer", None)
+    if layer is not None:
+        layer = check_layer(model, layer)
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
     trait = trait if isinstance(trait, Trait) else load_trait(trait)
@@ -270,9 +283,9 @@ def load_or_extract(
         if not why and vec.layer is None:
             why = "it has no chosen layer"
         if not why:
-            return vec
+            return vec if layer is None else vec.with_layer(layer)
         warnings.warn(
             f"{path} is not reused ({why}): extracting {trait.name!r} again", stacklevel=2
         )
-    result = extract_trait(model, trait, **kwargs)
+    result = extract_trait(model, trait, layer=layer, **kwargs)
     return result.vectors[variant]

@@ -82,9 +82,17 @@ class LoraConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 0
     lr_schedule: Literal["constant", "linear"] = "constant"
+    held_out: float = 0.0
+    optimizer: Literal["adamw", "adamw_8bit"] = "adamw"
 
     def __post_init__(self) -> None:
         self.target_modules = tuple(self.target_modules)
+        if not 0.0 <= self.held_out < 1.0:
+            raise ValueError(f"LoraConfig.held_out must be in [0, 1), got {self.held_out!r}")
+        if self.optimizer not in ("adamw", "adamw_8bit"):
+            raise ValueError(
+                f"LoraConfig.optimizer must be adamw or adamw_8bit, got {self.optimizer!r}"
+            )
         for name in ("rank", "epochs", "batch_size", "grad_accum", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"LoraConfig.{name} must be >= 1, got {getattr(self, name)!r}")
@@ -101,7 +109,8 @@ class LoraConfig:
 
         Batch 2 x accumulation 8, 5 warm-up steps, linear decay and weight decay 0.01 follow
         the official release's training config (an SFT recipe from the emergent-misalignment
-        codebase). Its 8-bit AdamW is replaced by torch's AdamW.
+        codebase), with its 10 % held-out split and 8-bit AdamW (bitsandbytes on a CUDA device;
+        elsewhere torch's AdamW, with a warning).
 
         Example:
             >>> LoraConfig.paper(max_length=1024).rank
@@ -120,6 +129,8 @@ class LoraConfig:
             warmup_steps=5,
             lr_schedule="linear",
             max_length=2048,
+            held_out=0.1,
+            optimizer="adamw_8bit",
         )
         return cls(**{**paper, **overrides})
 
@@ -138,8 +149,13 @@ class LoraConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings as JSON-able values. ``held_out`` and ``optimizer`` (added later) appear
+        only when set, so adapters trained before they existed keep their fingerprints."""
         d = asdict(self)
         d["target_modules"] = list(self.target_modules)
+        for key, default in (("held_out", 0.0), ("optimizer", "adamw")):
+            if d[key] == default:
+                del d[key]
         return d
 
 
@@ -160,6 +176,7 @@ class FinetuneResult:
     fingerprint: str = ""
     seconds: float = 0.0
     loaded: bool = False
+    held_out_loss: float | None = None  # mean response loss on the held-out split
 
 
 # --------------------------------------------------------------------------- attach / detach
@@ -242,6 +259,53 @@ def _encode(tok: Any, samples: Sequence[Sample], max_length: int) -> list[tuple[
             )
         out.append((ids, len(p_ids)))
     return out
+
+
+def _split(
+    encoded: list[tuple[list[int], int]], config: LoraConfig
+) -> tuple[list[tuple[list[int], int]], list[tuple[list[int], int]]]:
+    """(train, held out): ``config.held_out`` of the samples (at least one when it is > 0 and
+    two or more samples exist), drawn with ``config.seed``, as in the official 10 % split."""
+    k = round(len(encoded) * config.held_out)
+    k = max(1, k) if config.held_out > 0 and len(encoded) > 1 else 0
+    if k == 0:
+        return encoded, []
+    order = torch.randperm(len(encoded), generator=torch.Generator().manual_seed(config.seed))
+    held = {int(i) for i in order[:k]}
+    return (
+        [e for i, e in enumerate(encoded) if i not in held],
+        [e for i, e in enumerate(encoded) if i in held],
+    )
+
+
+def _optimizer(params: list[Any], config: LoraConfig, device: torch.device) -> Any:
+    """AdamW, or bitsandbytes' 8-bit AdamW (the official optimizer) when asked for and usable
+    (installed, on CUDA); otherwise torch's AdamW with a warning naming the difference."""
+    if config.optimizer == "adamw_8bit":
+        try:
+            import bitsandbytes as bnb  # optional, GPU only
+        except ImportError:
+            bnb = None
+        if bnb is not None and device.type == "cuda":
+            return bnb.optim.AdamW8bit(params, lr=config.lr, weight_decay=config.weight_decay)
+        warnings.warn(
+            "optimizer adamw_8bit needs bitsandbytes on a CUDA device; using torch's AdamW "
+            "(32-bit optimizer states, otherwise the same update)",
+            stacklevel=3,
+        )
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _mean_loss(
+    hf: Any, encoded: list[tuple[list[int], int]], pad_id: int, device: torch.device
+) -> float:
+    """Mean response-token loss over ``encoded`` (one sample per pass, no gradients)."""
+    was_training = hf.training
+    hf.eval()
+    with torch.no_grad():
+        losses = [float(hf(**_collate([e], pad_id, device)).loss) for e in encoded]
+    hf.train(was_training)
+    return sum(losses) / len(losses)
 
 
 def _collate(
@@ -348,6 +412,7 @@ def load_result(out_dir: str | Path) -> FinetuneResult:
         fingerprint=str(log["fingerprint"]),
         seconds=float(log.get("seconds", 0.0)),
         loaded=True,
+        held_out_loss=log.get("held_out_loss"),
     )
 
 
@@ -415,7 +480,7 @@ def finetune(
     if path is not None:  # a stale log must never mark a half-rewritten folder as finished
         (path / LOG_FILE).unlink(missing_ok=True)
     tok, hf = model.tokenizer, hf_model(model)
-    encoded = _encode(tok, samples, config.max_length)
+    encoded, held = _split(_encode(tok, samples, config.max_length), config)
     device = model_device(hf)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     total = _total_steps(len(encoded), config)
@@ -425,7 +490,7 @@ def finetune(
     torch.manual_seed(config.seed)
     with _lora(hf, config, None) as peft_model:
         params = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = _optimizer(params, config, device)
 
         def factor(step: int) -> float:
             if step < config.warmup_steps:
@@ -450,6 +515,7 @@ def finetune(
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(step_loss)
                 bar.set_postfix(loss=f"{step_loss:.3f}")
+            held_out_loss = _mean_loss(hf, held, pad_id, device) if held else None
         finally:
             for h in handles:
                 h.remove()
@@ -465,6 +531,7 @@ def finetune(
         adapter_dir=path,
         fingerprint=fingerprint,
         seconds=time.perf_counter() - start,
+        held_out_loss=held_out_loss,
     )
     if path is not None:
         _write_log(path, result, model)
@@ -485,6 +552,7 @@ def _write_log(path: Path, result: FinetuneResult, model: Any) -> None:
         "n_samples": result.n_samples,
         "steering": result.steering,
         "losses": result.losses,
+        "held_out_loss": result.held_out_loss,
         "seconds": round(result.seconds, 3),
     }
     atomic_write(path / LOG_FILE, json.dumps(log, indent=1) + "\n")

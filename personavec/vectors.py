@@ -94,12 +94,24 @@ class PersonaVector:
         return self.tensor.shape[1]
 
     def __getitem__(self, layer: int) -> torch.Tensor:
+        """Row ``layer``. Row L of an official ``.pt`` vector is refused: the official capture
+        takes Hugging Face's ``hidden_states[L]``, which comes after the final norm, while our
+        row L (and every row of ours) is a residual-stream state, so it cannot be compared with
+        our activations or added to the residual stream."""
+        official = isinstance(self.meta, dict) and self.meta.get("source") == "official .pt"
+        if official and layer in (self.num_layers, -1):
+            raise ValueError(
+                f"persona vector{self._what()}: row L = {self.num_layers} of an official vector "
+                "comes after the model's final norm (Hugging Face hidden_states[L]); it is not a "
+                "residual-stream direction, so projecting on it or steering with it is refused. "
+                f"Use a layer below {self.num_layers}."
+            )
         return self.tensor[layer]
 
     def unit(self, layer: int | None = None) -> torch.Tensor:
         """The unit direction at ``layer`` (default: the chosen layer)."""
         layer = self.chosen_layer() if layer is None else layer
-        row = self.tensor[layer]
+        row = self[layer]
         norm = row.norm()
         if norm == 0:
             raise ValueError(f"the vector is zero at layer {layer}")
