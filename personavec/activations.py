@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from .batching import BatchSize, plan_batches, run_splitting
 from .models import residual_blocks
+from .results import progress
 from .steering import active, apply_in_trace
 from .vectors import VARIANTS
 
@@ -123,7 +123,7 @@ def capture_means(
             tracer.stop()
         return {v: means[v].cpu() for v in variants}
 
-    for batch in tqdm(batches, desc=desc, disable=len(batches) < 2):
+    for batch in progress(batches, desc, hide=len(batches) < 2):
         for idx, means in run_splitting(one_pass, batch):
             for v in variants:
                 out[v][idx] = means[v]

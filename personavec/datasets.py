@@ -54,6 +54,16 @@ class Sample:
 # --------------------------------------------------------------------------- reading / writing
 
 
+def read_sets(folder: str | os.PathLike[str]) -> dict[str, list[Sample]]:
+    """Every ``*.jsonl`` training set in ``folder`` (messages JSONL, as the paper's released
+    finetuning datasets), keyed by file stem, in name order."""
+    root = Path(folder)
+    files = sorted(root.glob("*.jsonl")) if root.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"{root}: no *.jsonl training sets here (messages JSONL expected)")
+    return {p.stem: read_samples(p) for p in files}
+
+
 def read_samples(path: str | os.PathLike[str]) -> list[Sample]:
     """Read a chat-format JSONL file or a ``prompt``/``answer`` CSV (chosen by suffix).
 

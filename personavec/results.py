@@ -11,12 +11,14 @@ import math
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
 
 NAME_MAX = 128
 _NAME_RE = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.+-]*[A-Za-z0-9_+-])?")
@@ -150,6 +152,14 @@ def write_metrics(stem: str, metrics: dict[str, Any]) -> Path:
     """Write ``results/<stem>/metrics.json`` (flat keys, NaN written as null), sorted, atomically."""
     path = results_dir(stem) / "metrics.json"
     return atomic_write(path, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
+
+
+def progress(items: Iterable[T], desc: str, *, hide: bool = False, **kwargs: Any) -> Iterable[T]:
+    """A tqdm progress bar over ``items`` (``hide``: none, e.g. for a single batch). Only a
+    hidden bar passes ``disable``, so ``TQDM_DISABLE=1`` (``make reproduce``) silences the rest."""
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, **({"disable": True} if hide else {}), **kwargs)
 
 
 def save_figure(fig: Any, stem: str, name: str) -> Path:
