@@ -16,6 +16,15 @@ __version__ = "0.1.0"
 # ``personavec.models``): importing every module eagerly pulls in torch, transformers and
 # nnsight, ~10 s instead of ~0.1 s for ``import personavec``.
 _API: dict[str, tuple[str, ...]] = {
+    "claims": (
+        "Claim",
+        "claims_table",
+        "gather",
+        "readme_section",
+        "update_readme",
+        "verdict",
+        "write_claims",
+    ),
     "datasets": ("Sample", "DatasetError", "read_samples", "write_chat_jsonl", "mix"),
     "engines": ("make_engine",),
     "evaluation": (
@@ -55,6 +64,7 @@ _API: dict[str, tuple[str, ...]] = {
         "roc_auc",
         "screen_file",
     ),
+    "stats": ("Estimate", "auc", "mean_ci", "mean_diff", "pearson", "spearman"),
     "steering": ("Intervention", "ablate", "steer"),
     "traitgen": ("LocalHFBackend", "generate_trait", "make_backend"),
     "traits": ("Trait", "TraitError", "load_trait", "load_traits", "trait_rows"),
