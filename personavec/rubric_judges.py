@@ -406,6 +406,9 @@ class OpenAIJudge:
         return [None if isinstance(r, _Failed) else r for r in rows]
 
 
+UNUSABLE: set[str] = set()  # ids of local rubric judges whose first batch scored nothing
+
+
 class HFRubricJudge:
     """A local Hugging Face causal LM reading a 0-100 rubric, offline.
 
@@ -416,6 +419,10 @@ class HFRubricJudge:
     with a digit - so ``"1"`` and ``"10"`` are not double counted and numbers spanning several
     tokens are scored exactly (under the tokenizer's canonical tokenization). The score is the
     mean of k weighted by these probabilities, or ``None`` when they sum below ``min_mass``.
+    A judge whose whole first batch gets ``None`` (a model that does not answer rubrics with
+    numbers, like the 135M embedded one) is skipped with a :class:`JudgeFailureWarning`: the
+    rest of that call and every later call of a judge with the same ``id`` return ``None``
+    without spending a forward pass.
 
     One forward pass per prompt batch fills a KV cache; the 101 short continuations then reuse it
     (expanded over the batch): the model needs a transformers KV cache with ``reorder_cache``.
@@ -664,4 +671,18 @@ class HFRubricJudge:
         """
         if not pairs:
             return []
-        return self.scores_from_logprobs(self.number_logprobs(pairs))
+        if self.id in UNUSABLE:
+            return [None] * len(pairs)
+        first = self.scores_from_logprobs(self.number_logprobs(pairs[: self.batch_size]))
+        if len(pairs) > self.batch_size and all(x is None for x in first):
+            UNUSABLE.add(self.id)
+            warnings.warn(
+                f"{self.id}: no numeric probability mass (< {self.min_mass}) on any of its first "
+                f"{len(first)} answers; skipping it (its other {len(pairs) - len(first)} answers "
+                "and later calls are not scored)",
+                JudgeFailureWarning,
+                stacklevel=2,
+            )
+            return [None] * len(pairs)
+        rest = pairs[self.batch_size :]
+        return first + (self.scores_from_logprobs(self.number_logprobs(rest)) if rest else [])

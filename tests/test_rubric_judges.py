@@ -363,3 +363,25 @@ def test_hf_judge_unwraps_nnsight_style_wrapper(tokenizer):
     # the wrapped judge reads with the unwrapped model: the same score as a direct judge
     direct = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0).score("q", "a")
     assert direct is not None and judge.score("q", "a") == pytest.approx(direct, abs=1e-6)
+
+
+def test_hf_judge_without_numbers_is_skipped_after_its_first_batch(tokenizer, monkeypatch):
+    from personavec import rubric_judges
+
+    table = {"<|assistant|>": {"I": 20}}  # never starts a number
+    judge = HFRubricJudge(RUBRIC, _bigram(tokenizer, table), tokenizer, batch_size=2, id="t-skip")
+    calls = []
+    real = HFRubricJudge.number_logprobs
+    monkeypatch.setattr(
+        HFRubricJudge, "number_logprobs", lambda self, p: calls.append(len(p)) or real(self, p)
+    )
+    monkeypatch.setattr(rubric_judges, "UNUSABLE", set())
+    with pytest.warns(rubric_judges.JudgeFailureWarning, match="t-skip: no numeric probability"):
+        assert judge.score_many([("q", "a")] * 5) == [None] * 5
+    assert calls == [2]  # the first batch only
+    again = HFRubricJudge(RUBRIC, _bigram(tokenizer, table), tokenizer, id="t-skip")
+    assert again.score_many([("q", "b")] * 3) == [None] * 3 and calls == [2]  # no forward pass
+    # a judge that scores its first batch goes on to the rest
+    scoring = {"<|assistant|>": {"42": 20}, "42": {".": 20}}
+    ok = HFRubricJudge(RUBRIC, _bigram(tokenizer, scoring), tokenizer, batch_size=2, id="t-ok")
+    assert ok.score_many([("q", "a")] * 3) == [pytest.approx(42.0, abs=1e-3)] * 3
