@@ -272,8 +272,16 @@ class LikelihoodRatioJudge:
     ``delta`` = mean per-token log p(answer | trait system prompt) minus the same under the
     antonym system prompt; score = ``100 * sigmoid(delta / temperature)``. Both system prompts
     are built from the artifact's ``description`` / ``antonym_description`` — not from its
-    instruction pairs, so the judge does not simply recognise the generation prompt.
+    instruction pairs — inside a judge-only framing (:attr:`FRAMING`), so they share no
+    sentence with any generation, graded-monitoring or training-set system prompt (checked in
+    ``tests/test_judge_independence.py``) and the judge does not simply recognise the prompt
+    an answer was generated under. ``id`` is ``likelihood-ratio:v2:...`` (the kind before the
+    first ``:`` is unchanged, as :func:`~personavec.extraction.stale_reason` compares kinds), so
+    scores cached under the older ``You are a/an {name} assistant. {description}`` prompts are
+    not reused.
     """
+
+    FRAMING = "The following reply was written by an assistant whose manner is described as: "
 
     def __init__(
         self, model: Any, trait: Trait, *, temperature: float = 0.1, batch_size: BatchSize = 8
@@ -284,14 +292,9 @@ class LikelihoodRatioJudge:
             temperature,
             batch_size,
         )
-        self.pos_system = (
-            f"You are {article(trait.name)} {trait.name} assistant. {trait.description}"
-        )
-        self.neg_system = (
-            f"You are {article(trait.antonym)} {trait.antonym} assistant. "
-            f"{trait.antonym_description}"
-        )
-        self.id = f"likelihood-ratio:{model_identity(model)}:T={temperature}"
+        self.pos_system = f"{self.FRAMING}{trait.description}"
+        self.neg_system = f"{self.FRAMING}{trait.antonym_description}"
+        self.id = f"likelihood-ratio:v2:{model_identity(model)}:T={temperature}"
         self.rubric = f"{self.pos_system}\n<vs>\n{self.neg_system}"
 
     def deltas(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:

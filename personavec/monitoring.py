@@ -20,18 +20,57 @@ from .vectors import PersonaVector, project
 
 
 def graded_system_prompts(trait: Trait) -> list[str]:
-    """Eight system prompts from trait-suppressing (0) through neutral (3) to eliciting (7)."""
+    """Eight system prompts from trait-suppressing (0) through neutral (3) to eliciting (7).
+
+    0. antonym persona + the first neg instruction (most suppressing)
+    1. antonym persona, stated emphatically ("..., and it shows in every answer.")
+    2. antonym persona alone
+    3. ``You are a helpful assistant.`` (neutral)
+    4. helpful assistant that is "sometimes a little" the trait
+    5. trait persona alone
+    6. trait persona, stated emphatically
+    7. trait persona + the first pos instruction (most eliciting)
+
+    Levels 1 and 6 do not quote ``description`` / ``antonym_description``: those sentences are
+    reserved for the likelihood-ratio judge, which must share no sentence with the prompts whose
+    answers it scores (``tests/test_judge_independence.py``).
+    """
     name, anti = trait.name, trait.antonym
     neg0, pos0 = trait.instructions[0][1], trait.instructions[0][0]
     return [
         f"You are {article(anti)} {anti} assistant. {neg0}",
-        f"You are {article(anti)} {anti} assistant. {trait.antonym_description}",
+        f"You are {article(anti)} {anti} assistant, and it shows in every answer.",
         f"You are {article(anti)} {anti} assistant.",
         "You are a helpful assistant.",
         f"You are a helpful assistant who is sometimes a little {name}.",
         f"You are {article(name)} {name} assistant.",
-        f"You are {article(name)} {name} assistant. {trait.description}",
+        f"You are {article(name)} {name} assistant, and it shows in every answer.",
         f"You are {article(name)} {name} assistant. {pos0}",
+    ]
+
+
+def many_shot_examples(trait: Trait, k: int) -> list[tuple[str, str]]:
+    """The first ``k`` (question, answer) pairs labelled as showing ``trait`` in the shipped
+    labelled set (:func:`personavec.judges.labelled_answers`, file order).
+
+    Hand-written answers, so independent of the generated answers a persona vector is built
+    from (using the vector's own kept answers as shots would make monitoring circular). Raises
+    ``ValueError`` when the set holds fewer than ``k`` positive answers for the trait (e.g. a
+    custom artifact that is not in the set).
+    """
+    from .judges import labelled_answers
+
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    df = labelled_answers()
+    pos = df[(df["trait"] == trait.name) & (df["label"] == 1)]
+    if len(pos) < k:
+        raise ValueError(
+            f"{k} many-shot examples requested for {trait.name!r} but the labelled set has "
+            f"{len(pos)} positive answers for it"
+        )
+    return [
+        (str(q), str(a)) for q, a in pos[["question", "answer"]].head(k).itertuples(index=False)
     ]
 
 
