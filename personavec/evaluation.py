@@ -237,6 +237,7 @@ def finetune_study(
     temperature: float = 1.0,
     seed: int = 0,
     batch_size: BatchSize = 8,
+    answers_out: Path | None = None,
 ) -> pd.DataFrame:
     """Finetune on each dataset, then measure every trait on the finetuned model.
 
@@ -249,7 +250,9 @@ def finetune_study(
     an already trained run (``{"pirate_II+posthoc": Intervention(...)}``).
 
     Returns one row per (run, trait): shift, trait_score, coherence, capability_nll,
-    final_loss; base model rows have run ``base`` and shift 0.
+    final_loss; base model rows have run ``base`` and shift 0. With ``answers_out`` it also
+    writes a CSV of every judged answer (run, trait, question, sample, trait_score, coherence),
+    the unit for confidence intervals over questions.
     """
     for run in [*datasets, *(preventative or {}), *(posthoc or {})]:
         check_name(run, "run name")  # each becomes a folder and a file name
@@ -302,6 +305,7 @@ def finetune_study(
             shift = trait_shifts(acts[sel], base_acts[sel], {name: vectors[name]})[name]
             mine = answers[answers["trait"] == name]  # n_samples answers per prompt
             judged = judge_answers(mine, judges[name], coherence, cache=cache)
+            per_answer.append(judged.assign(run=run))
             out.append(
                 {
                     "run": run,
@@ -316,6 +320,7 @@ def finetune_study(
             )
         return out
 
+    per_answer: list[pd.DataFrame] = []
     records = measure("base", None, None)
     trained: dict[str, FinetuneResult] = {}
     runs = [(name, name, None) for name in datasets]
@@ -333,6 +338,11 @@ def finetune_study(
         records += measure(run, trained[run], None)
     for run, edit in (posthoc or {}).items():
         records += measure(run, trained[run.split("+")[0]], edit)
+    if answers_out is not None:
+        cols = ["run", "trait", "question", "sample", "trait_score", "coherence"]
+        judged = pd.concat(per_answer, ignore_index=True)
+        judged = judged[[c for c in cols if c in judged.columns]]
+        atomic_write(answers_out, judged.to_csv(index=False, lineterminator="\n"))
     return pd.DataFrame(records)
 
 
