@@ -7,8 +7,8 @@ score (never a silent 0). Backends:
 - ``LikelihoodRatioJudge`` (offline default): mean per-token log-probability of the answer under
   a system prompt that describes the trait minus under one that describes its opposite,
   ``delta``, mapped to ``100 * sigmoid(delta / temperature)`` — monotone, 50 at equal likelihood.
-- ``CoherenceJudge`` (offline): fluency of the answer under the plain model (no persona system
-  prompt) times a repetition factor.
+- ``CoherenceJudge`` (offline): fluency (log-prob per word under the plain model), relevance to
+  the question, repetition and non-word gates, multiplied (formula in its docstring).
 - ``rubric_judges.OpenAIJudge`` / ``rubric_judges.HFRubricJudge``: the paper's 0-100 rubric read
   by a capable judge (API or local).
 """
@@ -317,30 +317,94 @@ class LikelihoodRatioJudge:
 
 
 class CoherenceJudge:
-    """Offline coherence: fluency under the plain model times a repetition factor, in [0, 100].
+    """Offline coherence in [0, 100]: four signals, each a gate in (0, 1), multiplied.
 
-    fluency = ``sigmoid((mean log-prob + 5) / 0.75)`` of the answer after the question with the
-    template's default system prompt (a mean log-prob of -5 nats/token scores 50: unusual styles stay coherent, word salad does not); repetition
-    factor = ``min(1, distinct word-trigram ratio / 0.7)``. An empty answer scores 0.
+    Two teacher-forced passes of the plain model per answer (one batched call): the answer
+    after its own question, and after :attr:`GENERIC_QUESTION`, both under the template's
+    default system prompt. With ``s(x) = 1 / (1 + exp(-x))``::
+
+        score = 100 * s((lp_word + 7.5) / 0.75)     # fluency
+                    * s(pmi / 2)                    # relevance
+                    * s((rep - 0.6) / 0.05)         # repetition / loops
+                    * s((1.8 - tok_word) / 0.15)    # non-words
+
+    - ``lp_word``: log p(answer | question) in nats per whitespace word — per word, not per
+      token, so invented words (split into many predictable pieces) cannot look fluent and word
+      salad of common words does not hide behind long tokens. Fluent answers in any style,
+      pirate or archaic included, sit at -2 to -6.5; word salad and steered gibberish below -8.
+    - ``pmi``: log p(answer | question) - log p(answer | generic question), in nats (total over
+      the answer): what the question tells the model about the answer. An off-topic answer
+      gains nothing from its question (pmi <= 0, gate <= 0.5).
+    - ``rep = min(distinct word-trigram ratio, 2 * zlib compression ratio)``: word loops drive
+      the first, character loops (``hahaha``, ``Awwww``) the second; fluent text stays near 1.
+    - ``tok_word``: tokenizer tokens per whitespace word (fluent text 1.1-1.5; gibberish,
+      non-words and symbol soup 2 and more).
+
+    The constants were chosen on the dev half of :func:`coherence_labelled` only (rows whose
+    answer's SHA-256 starts with an even byte); an answer that is empty or only whitespace
+    scores 0. Semantic nonsense that the 135M model itself finds fluent (on-topic sentences
+    that do not add up) still passes: none of these signals reads meaning.
     """
+
+    GENERIC_QUESTION = "Tell me about something else."
+    FLUENCY_CENTER, FLUENCY_WIDTH = -7.5, 0.75  # nats per word
+    RELEVANCE_CENTER, RELEVANCE_WIDTH = 0.0, 2.0  # nats
+    REPETITION_CENTER, REPETITION_WIDTH = 0.6, 0.05
+    TOKENS_PER_WORD_CENTER, TOKENS_PER_WORD_WIDTH = 1.8, 0.15
 
     def __init__(self, model: Any, *, batch_size: BatchSize = 8) -> None:
         self.model, self.batch_size = model, batch_size
-        self.id = f"coherence:{model_identity(model)}"
-        self.rubric = "fluency sigmoid((lp+5)/0.75) x min(1, distinct3/0.7)"
+        self.id = f"coherence:v2:{model_identity(model)}"
+        self.rubric = (
+            "100 * s((lp_word + 7.5) / 0.75) * s(pmi / 2) * s((rep - 0.6) / 0.05) * "
+            "s((1.8 - tok_word) / 0.15); lp_word = log p(answer | question) per word under the "
+            "plain model; pmi = log p(answer | question) - log p(answer | "
+            f"{self.GENERIC_QUESTION!r}); rep = min(distinct word-trigram ratio, 2 * zlib "
+            "ratio); tok_word = tokens per word"
+        )
+
+    def signals(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, float] | None]:
+        """The four raw signals of each answer (``None`` for an empty answer)."""
+        tok = self.model.tokenizer
+        answers = [a for _, a in pairs]
+        prompts = [chat_prompt(tok, None, q) for q, _ in pairs]
+        generic = chat_prompt(tok, None, self.GENERIC_QUESTION)
+        lps = answer_logprobs(
+            self.model, prompts + [generic] * len(pairs), answers + answers, self.batch_size
+        )
+        out: list[dict[str, float] | None] = []
+        for answer, (lp, n), (lp_generic, _) in zip(
+            answers, lps[: len(pairs)], lps[len(pairs) :], strict=True
+        ):
+            words = len(answer.split())
+            if n == 0 or words == 0:
+                out.append(None)
+                continue
+            out.append(
+                {
+                    "lp_word": lp / words,
+                    "pmi": lp - lp_generic,
+                    "rep": repetition_ratio(answer),
+                    "tok_word": n / words,
+                }
+            )
+        return out
+
+    def combine(self, sig: dict[str, float]) -> float:
+        """The 0-100 score of one answer's :meth:`signals`."""
+
+        def gate(x: float) -> float:
+            return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, x))))
+
+        return 100.0 * (
+            gate((sig["lp_word"] - self.FLUENCY_CENTER) / self.FLUENCY_WIDTH)
+            * gate((sig["pmi"] - self.RELEVANCE_CENTER) / self.RELEVANCE_WIDTH)
+            * gate((sig["rep"] - self.REPETITION_CENTER) / self.REPETITION_WIDTH)
+            * gate((self.TOKENS_PER_WORD_CENTER - sig["tok_word"]) / self.TOKENS_PER_WORD_WIDTH)
+        )
 
     def score_many(self, pairs: Sequence[tuple[str, str]]) -> list[float | None]:
-        tok = self.model.tokenizer
-        prompts = [chat_prompt(tok, None, q) for q, _ in pairs]
-        lps = answer_logprobs(self.model, prompts, [a for _, a in pairs], self.batch_size)
-        out: list[float | None] = []
-        for (_, answer), (lp, n) in zip(pairs, lps, strict=True):
-            if n == 0:
-                out.append(0.0)
-                continue
-            fluency = 1.0 / (1.0 + math.exp(-(lp / n + 5.0) / 0.75))
-            out.append(100.0 * fluency * min(1.0, distinct_trigram_ratio(answer) / 0.7))
-        return out
+        return [0.0 if s is None else self.combine(s) for s in self.signals(pairs)]
 
 
 def distinct_trigram_ratio(text: str) -> float:
@@ -348,6 +412,16 @@ def distinct_trigram_ratio(text: str) -> float:
     words = text.lower().split()
     grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     return 1.0 if len(grams) < 2 else len(set(grams)) / len(grams)
+
+
+def repetition_ratio(text: str) -> float:
+    """``min(distinct word-trigram ratio, 2 * zlib compression ratio)``: near 1 for ordinary
+    text, low for word loops (the first) and character loops such as ``hahaha`` (the second)."""
+    import zlib
+
+    raw = text.encode()
+    compressed = len(zlib.compress(raw, 9)) / len(raw) if raw else 1.0
+    return min(distinct_trigram_ratio(text), 2.0 * compressed)
 
 
 class EmbeddingJudge:
@@ -531,3 +605,13 @@ LABELLED_PATH = Path(__file__).parent / "data" / "labelled_answers.jsonl"
 def labelled_answers() -> pd.DataFrame:
     """The shipped labelled set (trait, question, answer, label 1 = trait clearly present)."""
     return pd.read_json(LABELLED_PATH, lines=True)
+
+
+COHERENCE_LABELLED_PATH = Path(__file__).parent / "data" / "coherence_labelled.jsonl"
+
+
+def coherence_labelled() -> pd.DataFrame:
+    """The shipped coherence set: question, answer, label (1 = coherent, 0 = incoherent), kind
+    (e.g. ``fluent-pirate``, ``word-salad``, ``loop``, ``off-topic``) and source (``written`` or
+    ``notebook02:<responses file>``, real steered outputs labelled by reading them)."""
+    return pd.read_json(COHERENCE_LABELLED_PATH, lines=True)
