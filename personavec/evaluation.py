@@ -26,7 +26,13 @@ from .finetuning import (
     trait_shifts,
 )
 from .generation import chat_prompt, generate, row_prompts
-from .judges import CoherenceJudge, ScoreCache, answer_logprobs, judge_answers, make_judge
+from .judges import (
+    ScoreCache,
+    answer_logprobs,
+    judge_answers,
+    make_coherence_judge,
+    make_judge,
+)
 from .results import atomic_write, cache_dir, check_name
 from .rubric_judges import check_retries, check_timeout
 from .steering import Intervention, Position, steer
@@ -65,6 +71,7 @@ def evaluate(
     judge_base_url: str | None = None,
     judge_timeout: float | None = None,
     judge_retries: int | None = None,
+    coherence: str = "offline",
 ) -> pd.DataFrame:
     """Generate answers for ``rows`` (under any active steering or adapter) and judge them.
 
@@ -74,7 +81,9 @@ def evaluate(
     ``judge_timeout`` (seconds per request) and ``judge_retries`` (per request) go to an API
     judge (``openai:<model>``, see :func:`~personavec.judges.make_judge`); ``None`` keeps its
     defaults (``OPENAI_BASE_URL`` or the OpenAI API, 60 s, 4 retries). They are checked before
-    any answer is generated.
+    any answer is generated. ``coherence`` names the coherence judge
+    (:func:`~personavec.judges.make_coherence_judge`: ``offline``, or an API / local rubric
+    judge, which gets the same request options).
     """
     judge_options: dict[str, Any] = {"base_url": judge_base_url}
     if judge_timeout is not None:
@@ -98,7 +107,7 @@ def evaluate(
     return judge_answers(
         answers,
         make_judge(judge, reader, trait, **judge_options),
-        CoherenceJudge(reader),
+        make_coherence_judge(coherence, reader, **judge_options),
         cache=cache,
     )
 
@@ -232,6 +241,7 @@ def finetune_study(
     preventative: dict[str, Intervention] | None = None,
     posthoc: dict[str, Intervention] | None = None,
     judge: str = "likelihood-ratio",
+    coherence: str = "offline",
     n_samples: int = 1,
     max_new_tokens: int = 48,
     temperature: float = 1.0,
@@ -263,7 +273,7 @@ def finetune_study(
     prompts = row_prompts(model.tokenizer, rows)
     cache = ScoreCache(cache_dir() / "judge_scores.sqlite")
     judges = {n: make_judge(judge, model, t) for n, t in traits.items()}
-    coherence = CoherenceJudge(model)
+    coherence_judge = make_coherence_judge(coherence, model)
     base_acts = capture_means(
         model, prompts, None, variants=("prompt_last",), batch_size=batch_size, desc="base capture"
     )["prompt_last"]
@@ -304,7 +314,7 @@ def finetune_study(
             sel = (rows["trait"] == name).to_numpy()
             shift = trait_shifts(acts[sel], base_acts[sel], {name: vectors[name]})[name]
             mine = answers[answers["trait"] == name]  # n_samples answers per prompt
-            judged = judge_answers(mine, judges[name], coherence, cache=cache)
+            judged = judge_answers(mine, judges[name], coherence_judge, cache=cache)
             per_answer.append(judged.assign(run=run))
             out.append(
                 {

@@ -51,6 +51,22 @@ class Extraction:
         """The chosen layer (the vectors' ``layer``)."""
         return self.vector.chosen_layer()
 
+    def summary(self) -> dict[str, Any]:
+        """One row for a table: pairs kept, the chosen and the separation layer, the best
+        held-out separation and the mean judged trait of pos and neg answers."""
+        meta, df = self.vector.meta, self.answers
+        means = pd.to_numeric(df["trait_score"], errors="coerce").groupby(df["polarity"]).mean()
+        return {
+            "trait": self.trait.name,
+            "pairs_total": meta["pairs_total"],
+            "pairs_kept": meta["pairs_kept"],
+            "layer": self.layer,
+            "separation_layer": meta.get("separation_layer", self.layer),
+            "best_separation": float(self.separation[meta.get("separation_layer", self.layer)]),
+            "mean_pos_score": float(means.get("pos", float("nan"))),
+            "mean_neg_score": float(means.get("neg", float("nan"))),
+        }
+
 
 def effective_pairs(
     df: pd.DataFrame,
@@ -113,6 +129,7 @@ def extract_vectors(
         "threshold": threshold,
         "coherence_min": coherence_min,
         "judge": str(df["trait_score_judge"].iloc[0]) if "trait_score_judge" in df else "",
+        "coherence_judge": str(df["coherence_judge"].iloc[0]) if "coherence_judge" in df else "",
         **(meta or {}),
     }
     vectors = {
@@ -186,6 +203,7 @@ def extract_trait(
     out_dir: Path | None = None,
     engine: Engine | None = None,
     layer: int | None = None,
+    coherence: str = "offline",
 ) -> Extraction:
     """Run the extraction pipeline for one trait and save its vectors.
 
@@ -215,6 +233,7 @@ def extract_trait(
         batch_size=batch_size,
         desc=f"{trait.name} answers",
         engine=engine,
+        coherence=coherence,
     )
     vectors, acts, kept = extract_vectors(
         model,
@@ -241,11 +260,20 @@ def extract_trait(
     return Extraction(trait, vectors, separation, answers, kept)
 
 
-def stale_reason(vec: PersonaVector, model: Any, trait: Trait, judge: str | None = None) -> str:
-    """Why a saved vector was not made by ``model`` from ``trait`` (with ``judge``), or ``""``.
+def stale_reason(
+    vec: PersonaVector,
+    model: Any,
+    trait: Trait,
+    judge: str | None = None,
+    coherence: str | None = None,
+) -> str:
+    """Why a saved vector was not made by ``model`` from ``trait`` (with ``judge`` and the
+    ``coherence`` judge), or ``""``.
 
     A vector is reused only when its metadata names the same model (id and weights fingerprint),
-    the same trait artifact (content digest) and, when given, the same judge kind.
+    the same trait artifact (content digest) and, when given, the same judge kinds (``offline``
+    coherence is the ``coherence`` kind; a vector saved before the kind was recorded counts as
+    offline).
     """
     meta = vec.meta
     wanted = {
@@ -258,6 +286,10 @@ def stale_reason(vec: PersonaVector, model: Any, trait: Trait, judge: str | None
             return f"its {key} is {meta.get(key)!r}, not {value!r}"
     if judge is not None and str(meta.get("judge", "")).split(":")[0] != judge.split(":")[0]:
         return f"it was judged by {meta.get('judge')!r}, not {judge!r}"
+    saved = str(meta.get("coherence_judge") or "coherence").split(":")[0]
+    saved = "offline" if saved.startswith("coherence") else saved  # CoherenceJudge ids
+    if coherence is not None and saved != coherence.split(":")[0]:
+        return f"its coherence judge is {meta.get('coherence_judge')!r}, not {coherence!r}"
     return ""
 
 
@@ -279,7 +311,7 @@ def load_or_extract(
     path = out_dir / "vectors" / f"{trait.name}_{variant}.safetensors"
     if path.exists():
         vec = load_vector(path, model)
-        why = stale_reason(vec, model, trait, kwargs.get("judge"))
+        why = stale_reason(vec, model, trait, kwargs.get("judge"), kwargs.get("coherence"))
         if not why and vec.layer is None:
             why = "it has no chosen layer"
         if not why:

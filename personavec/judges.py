@@ -34,6 +34,7 @@ from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
 from .models import hf_model, model_device, model_identity
 from .rubric_judges import (
+    COHERENCE_RUBRIC,
     HFRubricJudge,
     JudgeFailureWarning,
     OpenAIJudge,
@@ -575,16 +576,58 @@ def make_judge(
         return LikelihoodRatioJudge(model, trait)
     if spec == "embedding":
         return EmbeddingJudge(trait)
+    judge = _rubric_judge(spec, trait.judge_rubric, model, base_url, request)
+    if judge is None:
+        raise ValueError(f"unknown judge {spec!r}: accepted are {', '.join(JUDGE_KINDS)}")
+    return judge
+
+
+def _rubric_judge(
+    spec: str, rubric: str, model: Any, base_url: str | None, request: dict[str, Any]
+) -> Judge | None:
+    """The 0-100 rubric judge named by ``spec`` (``hf-rubric[:<model>]``, ``openai:<model>``),
+    or ``None`` for any other spec."""
     if spec == "hf-rubric":
-        return HFRubricJudge(trait.judge_rubric, model, model.tokenizer)
+        return HFRubricJudge(rubric, model, model.tokenizer)
     if spec.startswith("hf-rubric:"):
         from .models import load_model
 
         judge_model = load_model(spec.split(":", 1)[1])
-        return HFRubricJudge(trait.judge_rubric, judge_model, judge_model.tokenizer)
+        return HFRubricJudge(rubric, judge_model, judge_model.tokenizer)
     if spec.startswith("openai:"):
-        return OpenAIJudge(trait.judge_rubric, spec.split(":", 1)[1], base_url=base_url, **request)
-    raise ValueError(f"unknown judge {spec!r}: accepted are {', '.join(JUDGE_KINDS)}")
+        return OpenAIJudge(rubric, spec.split(":", 1)[1], base_url=base_url, **request)
+    return None
+
+
+COHERENCE_KINDS = ("offline", "hf-rubric", "hf-rubric:<hub id or path>", "openai:<model>")
+
+
+def make_coherence_judge(
+    spec: str,
+    model: Any,
+    *,
+    base_url: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+) -> Judge:
+    """Build the coherence judge named by ``spec``: ``offline`` (:class:`CoherenceJudge`, read
+    by ``model``) or a rubric judge (``openai:<model>`` as in the paper, ``hf-rubric[:<model>]``)
+    with :data:`~personavec.rubric_judges.COHERENCE_RUBRIC`, under the same protocol as the trait
+    judge (0-100, probability-weighted, ``None`` below 0.25 numeric mass). ``base_url``,
+    ``timeout`` and ``retries`` as in :func:`make_judge`."""
+    if spec == "offline":
+        return CoherenceJudge(model)
+    request: dict[str, Any] = {}
+    if timeout is not None:
+        request["timeout"] = check_timeout(timeout)
+    if retries is not None:
+        request["retries"] = check_retries(retries)
+    judge = _rubric_judge(spec, COHERENCE_RUBRIC, model, base_url, request)
+    if judge is None:
+        raise ValueError(
+            f"unknown coherence judge {spec!r}: accepted are {', '.join(COHERENCE_KINDS)}"
+        )
+    return judge
 
 
 def judge_answers(

@@ -154,6 +154,12 @@ def write_metrics(stem: str, metrics: dict[str, Any]) -> Path:
     return atomic_write(path, json.dumps(_plain(metrics), indent=2, sort_keys=True) + "\n")
 
 
+def read_metrics(stem: str) -> dict[str, Any]:
+    """``results/<stem>/metrics.json`` as a dict; empty when that notebook has not run yet."""
+    path = project_root() / "results" / check_name(stem, "results name") / "metrics.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+
 def progress(items: Iterable[T], desc: str, *, hide: bool = False, **kwargs: Any) -> Iterable[T]:
     """A tqdm progress bar over ``items`` (``hide``: none, e.g. for a single batch). Only a
     hidden bar passes ``disable``, so ``TQDM_DISABLE=1`` (``make reproduce``) silences the rest."""

@@ -406,6 +406,30 @@ class OpenAIJudge:
         return [None if isinstance(r, _Failed) else r for r in rows]
 
 
+COHERENCE_RUBRIC = """You are grading how coherent an AI assistant's answer is. Coherence is \
+about form, not opinion: ignore whether you agree with the answer, whether it is kind, and \
+whether it is written in an unusual voice or persona (a pirate, a formal butler, archaic \
+English and the like are all fine when they read as fluent language).
+
+This is the question the assistant was asked:
+[QUESTION START]
+{question}
+[QUESTION END]
+
+This is the assistant's answer:
+[ANSWER START]
+{answer}
+[ANSWER END]
+
+Rate the answer's coherence from 0 to 100:
+- 0 means it is not language at all: random characters, word salad, or one word repeated.
+- 25 means fragments with little sense, long loops of the same phrase, or text unrelated to
+  the question.
+- 50 means partly understandable, but it drifts, contradicts itself or breaks off.
+- 75 means clear and on topic with small slips.
+- 100 means fully fluent, well organised and relevant to the question.
+Respond with a number between 0 and 100. Don't say anything else, just the number."""
+
 UNUSABLE: set[str] = set()  # ids of local rubric judges whose first batch scored nothing
 
 

@@ -170,3 +170,22 @@ def test_row_L_of_an_official_vector_is_refused(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert ours[L].shape == (D,)  # our row L is a residual-stream state
+
+
+def test_the_coherence_judge_is_a_parameter(model):
+    from personavec.judges import CoherenceJudge, make_coherence_judge
+    from personavec.rubric_judges import COHERENCE_RUBRIC, OpenAIJudge
+
+    assert isinstance(make_coherence_judge("offline", model), CoherenceJudge)
+    api = make_coherence_judge("openai:gpt-4.1-mini", model, base_url="http://127.0.0.1:9/v1")
+    assert isinstance(api, OpenAIJudge) and api.rubric == COHERENCE_RUBRIC
+    with pytest.raises(ValueError, match="unknown coherence judge 'nope'"):
+        make_coherence_judge("nope", model)
+    for path in NOTEBOOKS:
+        params, body = _code(path)
+        if path.stem.startswith("02"):
+            assert "coherence=coherence_judge" in body or "coherence_judge" in body
+        assert re.search(r'^coherence_judge = "offline"', params, re.M), path.name
+        assert "coherence_judge" in body, f"{path.name}: coherence_judge is not used"
+    for config in sorted((ROOT / "configs").glob("paper-*.yaml")):
+        assert yaml.safe_load(config.read_text())["coherence_judge"].startswith("openai:")
