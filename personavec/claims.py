@@ -20,6 +20,7 @@ from .stats import Estimate
 
 COLUMNS = ["claim", "paper", "estimate", "ci_low", "ci_high", "n", "p", "verdict", "note"]
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+ALPHA = 0.05  # the test must agree with the CI for "reproduced"
 VERDICTS = ("reproduced", "weaker", "opposite", "not testable offline", "no estimate")
 
 
@@ -31,9 +32,11 @@ def verdict(est: Estimate, null: float = 0.0, direction: int = 1, testable: bool
       trait, or the trait is not carried);
     - ``no estimate``: the estimate is NaN;
     - ``opposite``: the estimate lies on the other side of the null (whatever its CI);
-    - ``reproduced``: the 95 % CI excludes the null on the paper's side;
+    - ``reproduced``: the 95 % CI excludes the null on the paper's side, and the estimate's
+      test agrees (p < 0.05; a bootstrap over a handful of questions can give an interval
+      narrower than the test supports, so both must hold);
     - ``weaker``: otherwise, i.e. the estimate is on the paper's side (or at the null) but the
-      CI includes the null or could not be computed.
+      CI includes the null, or p >= 0.05, or the CI could not be computed.
     """
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction!r}")
@@ -44,7 +47,8 @@ def verdict(est: Estimate, null: float = 0.0, direction: int = 1, testable: bool
     if (est.value - null) * direction < 0:
         return "opposite"
     bound = est.low if direction == 1 else est.high
-    if math.isfinite(bound) and (bound - null) * direction > 0:
+    agrees = not math.isfinite(est.p) or est.p < ALPHA
+    if math.isfinite(bound) and (bound - null) * direction > 0 and agrees:
         return "reproduced"
     return "weaker"
 

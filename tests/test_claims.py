@@ -40,6 +40,7 @@ def est(value, low, high, n=9, p=0.01):
         (est(0.55, 0.45, 0.65), 0.5, 1, True, "weaker"),
         (est(0.4, 0.3, 0.45), 0.5, 1, True, "opposite"),
         (est(-2.0, -3.0, -1.0), 0.0, -1, True, "reproduced"),  # the paper: "less than"
+        (est(0.9, 0.6, 0.98, p=0.14), 0.0, 1, True, "weaker"),  # CI and test disagree: small n
         (est(-2.0, -3.0, 0.5), 0.0, -1, True, "weaker"),
         (est(2.0, 1.0, 3.0), 0.0, -1, True, "opposite"),
         (est(0.9, 0.6, 0.98), 0.0, 1, False, "not testable offline"),
