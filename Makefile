@@ -21,13 +21,23 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # committed notebooks carry results, not progress-bar debris: tqdm is off inside the kernels
-# (papermill still shows which cell runs) and tqdm's "IProgress not found" warning is dropped
+# (papermill still shows which cell runs) and tqdm's "IProgress not found" warning is dropped.
+# Each notebook runs with its full-run parameters, configs/embedded/<notebook>.yaml (the
+# notebooks' own defaults are CI-sized for nbmake); caches make a rerun after an interrupt resume.
+# The expected time is the last run's, recorded per notebook in results/reproduce_times.json.
+EMBEDDED ?= configs/embedded
+TIMES := results/reproduce_times.json
 reproduce: setup
+	@$(PY) -c "import json,pathlib; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; print('expected time: ' + (f'{sum(t.values())/60:.0f} min (the last run, 2-core CPU)' if t else 'unknown (no earlier run)'))"
 	@for nb in $(NOTEBOOKS); do \
-	  echo "== $$nb"; \
+	  stem=$$(basename $$nb .ipynb); start=$$(date +%s); \
+	  echo "== $$nb (parameters: $(EMBEDDED)/$$stem.yaml)"; \
 	  TQDM_DISABLE=1 PYTHONWARNINGS="ignore:IProgress not found" \
-	  $(PY) -m papermill $$nb $$nb --cwd notebooks --kernel python3 $(PAPERMILL_ARGS) || exit 1; \
+	  $(PY) -m papermill $$nb $$nb --cwd notebooks --kernel python3 -f $(EMBEDDED)/$$stem.yaml \
+	    $(PAPERMILL_ARGS) || exit 1; \
+	  $(PY) -c "import json,pathlib,sys; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; t[sys.argv[1]]=int(sys.argv[2]); p.write_text(json.dumps(t, indent=1, sort_keys=True)+chr(10))" $$stem $$(( $$(date +%s) - start )); \
 	done
+	$(PY) -m personavec.claims
 
 # a cold rerun: drop every notebook's results, figures and the score cache (benchmarks stay)
 clean-results:

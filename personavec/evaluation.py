@@ -46,9 +46,10 @@ NEUTRAL_SYSTEM = "You are a helpful assistant."
 
 
 def eval_rows(
-    trait: Trait, *, system: str | None = NEUTRAL_SYSTEM, n_questions: int | None = None
+    trait: Trait, *, system: str | None = None, n_questions: int | None = None
 ) -> pd.DataFrame:
-    """The trait's evaluation questions under one system prompt."""
+    """The trait's evaluation questions under one system prompt (default: none, i.e. the chat
+    template's default, as in the official steering and finetuned-model evaluation)."""
     questions = trait.eval_questions[:n_questions]
     return pd.DataFrame({"trait": trait.name, "system": system, "question": list(questions)})
 

@@ -495,7 +495,7 @@ def _plan_02(p: dict[str, Any], standalone: bool) -> Work:
     coefs = list(dict.fromkeys(p["coefs"]))
     conditions = n_layers * sum(c != 0 for c in coefs) + (1 if 0 in coefs else 0)
     for trait in artifacts:
-        rows = [(NEUTRAL_SYSTEM, q) for q in _eval_questions(trait, p["n_questions"])]
+        rows = [(None, q) for q in _eval_questions(trait, p["n_questions"])]
         for _ in range(conditions):
             _evaluate(work, trait, rows, p["judge"], p["max_new_tokens"])
         pos = trait.system_prompt("pos", 0)
