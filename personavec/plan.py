@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import check_count
+from .rubric_judges import COHERENCE_RUBRIC
 from .traits import Trait, load_trait
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -146,6 +147,7 @@ class Work:
     train_sequences: int = 0
     train_tokens: int = 0
     warnings: list[str] = field(default_factory=list)
+    coherence_spec: str = "offline"  # the notebook's coherence_judge
     truncated: tuple[int, int] = (0, 0)  # (longest training sequence, max_length) when cut
 
     def generate(
@@ -193,30 +195,42 @@ class Work:
                 TEMPLATE_TOKENS + rubric + q + a + RUBRIC_CANDIDATE_TOKENS for q, a in pairs
             )
         elif spec.startswith("openai:"):
-            model = spec.split(":", 1)[1]
-            rubric = tokens(trait.judge_rubric)
-            inp = sum(rubric + q + a for q, a in pairs)
-            self.api_judge_calls += n
-            self.api_input_tokens += inp
-            self.api_output_tokens += n  # one token, read with its top-20 logprobs
-            price = PRICES.get(model)
-            if price is None:
-                msg = f"no price for judge model {model!r} in PRICES: cost not estimated"
-                if msg not in self.warnings:
-                    self.warnings.append(msg)
-                self.api_cost_usd = None
-            elif self.api_cost_usd is not None:
-                self.api_cost_usd += (inp * price["input"] + n * price["output"]) / 1e6
-        else:
+            self._api(spec.split(":", 1)[1], tokens(trait.judge_rubric), pairs)
+        elif spec != "embedding":  # the embedding judge reads no model under study
             raise ValueError(
-                f"unknown judge {spec!r}: accepted are likelihood-ratio, hf-rubric, "
+                f"unknown judge {spec!r}: accepted are likelihood-ratio, embedding, hf-rubric, "
                 "hf-rubric:<hub id or path>, openai:<model>"
             )
-        if coherence:  # CoherenceJudge: one pass under the template's default system prompt
-            self.judge_calls_coherence += n
+        if not coherence:
+            return
+        self.judge_calls_coherence += n
+        rubric = tokens(COHERENCE_RUBRIC)
+        if self.coherence_spec.startswith("openai:"):
+            self._api(self.coherence_spec.split(":", 1)[1], rubric, pairs)
+        elif self.coherence_spec.startswith("hf-rubric"):
             self.judge_forward_tokens += sum(
-                TEMPLATE_TOKENS + DEFAULT_SYSTEM_TOKENS + q + a for q, a in pairs
+                TEMPLATE_TOKENS + rubric + q + a + RUBRIC_CANDIDATE_TOKENS for q, a in pairs
             )
+        else:  # CoherenceJudge: the answer after its question and after a generic one
+            self.judge_forward_tokens += sum(
+                2 * (TEMPLATE_TOKENS + DEFAULT_SYSTEM_TOKENS + a) + q + 8 for q, a in pairs
+            )
+
+    def _api(self, model: str, rubric: int, pairs: Sequence[tuple[int, int]]) -> None:
+        """API judge calls for ``pairs`` with a rubric of ``rubric`` tokens, priced."""
+        n = len(pairs)
+        inp = sum(rubric + q + a for q, a in pairs)
+        self.api_judge_calls += n
+        self.api_input_tokens += inp
+        self.api_output_tokens += n  # one token, read with its top-20 logprobs
+        price = PRICES.get(model)
+        if price is None:
+            msg = f"no price for judge model {model!r} in PRICES: cost not estimated"
+            if msg not in self.warnings:
+                self.warnings.append(msg)
+            self.api_cost_usd = None
+        elif self.api_cost_usd is not None:
+            self.api_cost_usd += (inp * price["input"] + n * price["output"]) / 1e6
 
     def train(self, n_samples: int, seq_tokens: int, lora: dict[str, Any]) -> None:
         """One LoRA finetune (``finetuning.finetune``) on ``n_samples`` of ``seq_tokens``."""
@@ -332,11 +346,23 @@ def _upstream_vectors(
         _extract(work, trait, p, judge=p["judge"])
 
 
-def _lora(**settings: Any) -> dict[str, Any]:
-    """The ``LoraConfig`` a notebook builds, with every default filled in."""
+def _lora(p: dict[str, Any]) -> dict[str, Any]:
+    """The ``LoraConfig`` notebooks 03/04 build from their parameters (``lora_preset``), with
+    every default filled in."""
     from .finetuning import LoraConfig
 
-    return LoraConfig(**settings).to_dict()
+    if p.get("lora_preset") == "paper":
+        return LoraConfig.paper(max_steps=p["max_steps"], seed=p["seed"]).to_dict()
+    return LoraConfig(
+        rank=p["lora_rank"],
+        alpha=p["lora_alpha"],
+        lr=p["lr"],
+        epochs=p["epochs"],
+        max_steps=p["max_steps"],
+        batch_size=p["batch"],
+        grad_accum=p["grad_accum"],
+        seed=p["seed"],
+    ).to_dict()
 
 
 def _capability(work: Work) -> None:
@@ -428,7 +454,7 @@ def _finetune_study(
 
 
 def _plan_00(p: dict[str, Any], standalone: bool) -> Work:
-    work = Work()
+    work = Work(coherence_spec=str(p.get("coherence_judge", "offline")))
     artifacts = {t: load_trait(t) for t in p["traits"]}
     for trait in artifacts.values():
         rows = _extraction_prompts(trait, p["n_questions"], p["n_instructions"])
@@ -446,7 +472,7 @@ def _plan_00(p: dict[str, Any], standalone: bool) -> Work:
 
 
 def _plan_01(p: dict[str, Any], standalone: bool) -> Work:
-    work = Work()
+    work = Work(coherence_spec=str(p.get("coherence_judge", "offline")))
     artifacts = [load_trait(t) for t in p["traits"]]
     n_eval, max_new = p["n_eval_questions"], p["max_new_tokens"]
     for trait in artifacts:
@@ -486,7 +512,7 @@ def _plan_01(p: dict[str, Any], standalone: bool) -> Work:
 
 
 def _plan_02(p: dict[str, Any], standalone: bool) -> Work:
-    work = Work()
+    work = Work(coherence_spec=str(p.get("coherence_judge", "offline")))
     artifacts = [load_trait(t) for t in p["traits"]]
     _upstream_vectors(work, artifacts, p, standalone)
     n_layers = len(p["layers"]) if p["layers"] else 3
@@ -506,19 +532,10 @@ def _plan_02(p: dict[str, Any], standalone: bool) -> Work:
 
 
 def _plan_03(p: dict[str, Any], standalone: bool) -> Work:
-    work = Work()
+    work = Work(coherence_spec=str(p.get("coherence_judge", "offline")))
     monitor = [load_trait(t) for t in p["monitor_traits"]]
     _upstream_vectors(work, monitor, p, standalone)
-    lora = _lora(
-        rank=p["lora_rank"],
-        alpha=p["lora_alpha"],
-        lr=p["lr"],
-        epochs=p["epochs"],
-        max_steps=p["max_steps"],
-        batch_size=p["batch"],
-        grad_accum=p["grad_accum"],
-        seed=p["seed"],
-    )
+    lora = _lora(p)
     datasets = _datasets_03(work, p)
     mit = p["mitigation_trait"]
     _finetune_study(
@@ -553,10 +570,10 @@ def _datasets_03(work: Work, p: dict[str, Any]) -> dict[str, tuple[list[tuple[st
 
 
 def _plan_04(p: dict[str, Any], standalone: bool, upstream: dict[str, Any]) -> Work:
-    work = Work()
+    work = Work(coherence_spec=str(p.get("coherence_judge", "offline")))
     artifacts = {t: load_trait(t) for t in p["traits"]}
     _upstream_vectors(work, list(artifacts.values()), p, standalone)
-    lora = _lora(lr=p["lr"], max_steps=p["max_steps"], batch_size=p["batch"], seed=p["seed"])
+    lora = _lora(p)
     max_new = p["max_new_tokens"]
     if standalone:  # no results/03_finetune_shift/study.csv: build and study here
         datasets = _training_sets(
