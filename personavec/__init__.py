@@ -48,7 +48,7 @@ _API: dict[str, tuple[str, ...]] = {
         "score_pairs",
     ),
     "models": ("load_model", "num_layers"),
-    "monitoring": ("graded_rows", "many_shot_rows", "monitor"),
+    "monitoring": ("graded_rows", "many_shot_examples", "many_shot_rows", "monitor"),
     "results": (
         "atomic_write",
         "cache_dir",
