@@ -40,9 +40,13 @@ _API: dict[str, tuple[str, ...]] = {
     "generation": ("chat_prompt", "generate"),
     "judges": (
         "CoherenceJudge",
+        "EmbeddingJudge",
+        "LikelihoodRatioJudge",
         "ScoreCache",
+        "coherence_labelled",
         "judge_answers",
         "labelled_answers",
+        "make_coherence_judge",
         "make_judge",
         "score_frame",
         "score_pairs",
