@@ -27,12 +27,12 @@ from typing import Any, Protocol
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .activations import encode_pairs, pad_pairs
 from .batching import BatchSize, plan_batches, run_splitting
 from .generation import chat_prompt
 from .models import hf_model, model_device, model_identity
+from .results import progress  # a bar that TQDM_DISABLE silences
 from .rubric_judges import (
     COHERENCE_RUBRIC,
     HFRubricJudge,
@@ -169,7 +169,7 @@ def score_pairs(
     todo = sorted({k: i for i, k in enumerate(keys) if known.get(k) is None}.values())
     counted = _failure_count(judge)
     kwargs = {"warn": False} if counted is not None and _takes_warn(judge) else {}
-    for start in tqdm(range(0, len(todo), batch_size), desc=desc, disable=len(todo) <= batch_size):
+    for start in progress(range(0, len(todo), batch_size), desc, hide=len(todo) <= batch_size):
         idx = todo[start : start + batch_size]
         scores = judge.score_many([pairs[i] for i in idx], **kwargs)
         new = {keys[i]: s for i, s in zip(idx, scores, strict=True)}
