@@ -194,7 +194,9 @@ def _fake_evaluate_deps(monkeypatch, tmp_path, calls):
             return [100.0] * len(pairs)
 
     monkeypatch.setattr(evaluation, "generate", fake_generate)
-    monkeypatch.setattr(evaluation, "CoherenceJudge", Coherence)
+    monkeypatch.setattr(
+        evaluation, "make_coherence_judge", lambda spec, reader, **kw: Coherence(reader)
+    )
     monkeypatch.setattr(evaluation, "cache_dir", lambda: tmp_path)
 
 
