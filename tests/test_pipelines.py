@@ -77,7 +77,7 @@ def test_evaluate_judges_resumes_and_follows_steering(model, tmp_path, generated
         evaluation.make_judge("likelihood-ratio", model, pirate).id
     }
     assert plain["trait_score_judge"].iloc[0].startswith("likelihood-ratio:")
-    assert set(plain["coherence_judge"]) == {evaluation.CoherenceJudge(model).id}
+    assert set(plain["coherence_judge"]) == {evaluation.make_coherence_judge("offline", model).id}
     assert [r["answer"] for r in _lines(path)] == list(plain["answer"])
 
     # resume: the same call again generates nothing and returns the same table
