@@ -264,7 +264,9 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
         sub = order[:b]
         ps, rs = [prompts[i] for i in sub], [answers[i] for i in sub]
         mine = capture_means(model, ps, rs, batch_size=b)
-        ids, attn, pmask, rmask = (t.to(bench.device) for t in pad_pairs(encode_pairs(tok, ps, rs), tok.pad_token_id))
+        ids, attn, pmask, rmask = (
+            t.to(bench.device) for t in pad_pairs(encode_pairs(tok, ps, rs), tok.pad_token_id)
+        )
         mid = int(model.config.num_hidden_layers) // 2
         with torch.no_grad():
             hs = hf(input_ids=ids, attention_mask=attn, output_hidden_states=True).hidden_states
