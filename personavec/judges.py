@@ -567,11 +567,7 @@ def make_judge(
     Raises:
         ValueError: unknown ``spec``, or an invalid ``timeout`` / ``retries``.
     """
-    request: dict[str, Any] = {}
-    if timeout is not None:
-        request["timeout"] = check_timeout(timeout)
-    if retries is not None:
-        request["retries"] = check_retries(retries)
+    request = _request_options(timeout, retries)
     if spec == "likelihood-ratio":
         return LikelihoodRatioJudge(model, trait)
     if spec == "embedding":
@@ -580,6 +576,16 @@ def make_judge(
     if judge is None:
         raise ValueError(f"unknown judge {spec!r}: accepted are {', '.join(JUDGE_KINDS)}")
     return judge
+
+
+def _request_options(timeout: float | None, retries: int | None) -> dict[str, Any]:
+    """The checked ``timeout`` / ``retries`` an API judge gets (``None``: its defaults)."""
+    request: dict[str, Any] = {}
+    if timeout is not None:
+        request["timeout"] = check_timeout(timeout)
+    if retries is not None:
+        request["retries"] = check_retries(retries)
+    return request
 
 
 def _rubric_judge(
@@ -617,11 +623,7 @@ def make_coherence_judge(
     ``timeout`` and ``retries`` as in :func:`make_judge`."""
     if spec == "offline":
         return CoherenceJudge(model)
-    request: dict[str, Any] = {}
-    if timeout is not None:
-        request["timeout"] = check_timeout(timeout)
-    if retries is not None:
-        request["retries"] = check_retries(retries)
+    request = _request_options(timeout, retries)
     judge = _rubric_judge(spec, COHERENCE_RUBRIC, model, base_url, request)
     if judge is None:
         raise ValueError(
