@@ -37,7 +37,7 @@ reproduce: setup
 	    $(PAPERMILL_ARGS) || exit 1; \
 	  $(PY) -c "import json,pathlib,sys; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; t[sys.argv[1]]=int(sys.argv[2]); p.write_text(json.dumps(t, indent=1, sort_keys=True)+chr(10))" $$stem $$(( $$(date +%s) - start )); \
 	done
-	$(PY) -m personavec.claims
+	$(PY) -m personavec.io.claims
 
 # a cold rerun: drop every notebook's results, figures and the score cache (benchmarks stay)
 clean-results:

@@ -46,7 +46,7 @@ def setup_torch(threads: int) -> None:
 
 def load(model_name: str = "embedded") -> Any:
     """The model, loaded once (the GGUF de-quantisation takes ~10-30 s on a 2-core CPU)."""
-    from personavec.models import load_model
+    from personavec.core.models import load_model
 
     return load_model(model_name)
 
@@ -57,7 +57,7 @@ def environment(model: Any | None = None, **extra: Any) -> dict[str, Any]:
     import torch
     import transformers
 
-    from personavec.models import model_id
+    from personavec.core.models import model_id
 
     env: dict[str, Any] = {
         "model": model_id(model) if model is not None else None,
@@ -78,7 +78,7 @@ def environment(model: Any | None = None, **extra: Any) -> dict[str, Any]:
 def answers_of_length(tok: Any, n: int, tokens: int = 40) -> list[str]:
     """``n`` realistic answers of about ``tokens`` tokens: the shipped labelled answers, cut
     to ``tokens`` tokens (the short ones are extended with the next answer)."""
-    from personavec.judges import labelled_answers
+    from personavec.sampling.judges import labelled_answers
 
     texts = list(labelled_answers()["answer"])
     out = []
@@ -95,8 +95,8 @@ def answers_of_length(tok: Any, n: int, tokens: int = 40) -> list[str]:
 def chat_prompts(tok: Any, n: int, *, system: bool = True) -> list[str]:
     """``n`` chat prompts: extraction questions of several shipped traits under their pos/neg
     system prompts (as notebook 01 builds them), or without a system prompt."""
-    from personavec.generation import chat_prompt
-    from personavec.traits import load_trait
+    from personavec.io.traits import load_trait
+    from personavec.sampling.generation import chat_prompt
 
     traits = [load_trait(t) for t in TRAITS]
     out = []

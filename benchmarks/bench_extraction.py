@@ -1,6 +1,6 @@
 """Activation capture throughput: ``capture_means`` vs a bare forward vs the official approach.
 
-* ours     - ``personavec.activations.capture_means``: every layer, one traced nnsight pass per
+* ours     - ``personavec.core.activations.capture_means``: every layer, one traced nnsight pass per
              batch of 8 (sorted by length, left-padded), reduced in the trace to per-sample
              means (response_avg, prompt_avg, prompt_last).
 * bare     - a plain forward: ``hf_model(model)(input_ids=..., attention_mask=...)`` under
@@ -34,8 +34,8 @@ from _common import (
     write_result,
 )
 
-from personavec.activations import _tokenize_pairs, capture_means
-from personavec.models import hf_model
+from personavec.core.activations import _tokenize_pairs, capture_means
+from personavec.core.models import hf_model
 
 N_PAIRS = 24
 BATCH = 8

@@ -2,7 +2,7 @@
 
 The model is a *randomly initialised* ``Qwen2ForCausalLM`` with the Qwen2.5-7B-Instruct
 architecture (28 layers, d = 3584, 152k vocabulary), built in bf16 directly on the GPU (sdpa
-attention) and wrapped as ``personavec.models.load_model`` wraps a model: an nnsight
+attention) and wrapped as ``personavec.core.models.load_model`` wraps a model: an nnsight
 ``TransformersModel(hf, task="text-generation", tokenizer=tok)``. Timings do not depend on the
 weights' values; generation runs to exactly ``new_tokens`` (EOS is switched off). The tokenizer
 is any saved chat tokenizer (``--tokenizer DIR``; the embedded SmolLM2 one, whose 49,152 ids
@@ -208,10 +208,10 @@ def build_model(
     arch: dict[str, Any], dtype: torch.dtype, device: str, tokenizer: str, label: str
 ) -> Any:
     """A random-init Qwen2 causal LM, built in ``dtype`` on ``device`` and wrapped exactly as
-    ``personavec.models.load_model`` wraps a loaded model."""
+    ``personavec.core.models.load_model`` wraps a loaded model."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-    from personavec.models import wrap_model
+    from personavec.core.models import wrap_model
 
     tok = AutoTokenizer.from_pretrained(tokenizer)
     if len(tok) > arch["vocab_size"]:
@@ -245,9 +245,9 @@ def _lengths(tok: Any, texts: list[str]) -> dict[str, float]:
 
 def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) -> None:
     """capture_means vs bare forward vs bare decoder stack, at each capture batch size."""
-    from personavec.activations import capture_means, encode_pairs, pad_pairs
-    from personavec.batching import sequence_bytes
-    from personavec.models import hf_model
+    from personavec.core.activations import capture_means, encode_pairs, pad_pairs
+    from personavec.core.batching import sequence_bytes
+    from personavec.core.models import hf_model
 
     tok, hf = model.tokenizer, hf_model(model)
     n = sizes["n_pairs"]
@@ -363,8 +363,8 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
 
     # batch_size="auto": the sizes the library picks from free memory, one call's time and peak
     try:
-        from personavec.activations import encode_pairs
-        from personavec.batching import plan_batches
+        from personavec.core.activations import encode_pairs
+        from personavec.core.batching import plan_batches
 
         lengths = [len(ids) for ids, _ in encode_pairs(tok, prompts, answers)]
         planned = plan_batches(model, lengths, "auto", capture=True)
@@ -385,10 +385,10 @@ def extraction(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
 
 def generation(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) -> None:
     """Steered generate_texts vs plain HF generate vs unsteered generate_texts."""
-    from personavec.batching import sequence_bytes
-    from personavec.generation import generate_texts
-    from personavec.models import hf_model
-    from personavec.steering import steer
+    from personavec.core.batching import sequence_bytes
+    from personavec.core.models import hf_model
+    from personavec.core.steering import steer
+    from personavec.sampling.generation import generate_texts
 
     tok, hf = model.tokenizer, hf_model(model)
     n_new, layer, coef = sizes["new_tokens"], sizes["layer"], sizes["coef"]
@@ -539,7 +539,7 @@ def main() -> None:
     label = "tiny smoke-test architecture" if args.tiny else "Qwen2.5-7B-Instruct architecture"
     model = build_model(arch, dtype, args.device, args.tokenizer, label)
     build_s = time.perf_counter() - t0
-    from personavec.models import hf_model
+    from personavec.core.models import hf_model
 
     hf = hf_model(model)
     params = sum(p.numel() for p in hf.parameters())

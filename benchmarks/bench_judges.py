@@ -27,8 +27,13 @@ from _common import (
     write_result,
 )
 
-from personavec.judges import LikelihoodRatioJudge, ScoreCache, labelled_answers, score_pairs
-from personavec.traits import load_trait
+from personavec.io.traits import load_trait
+from personavec.sampling.judges import (
+    LikelihoodRatioJudge,
+    ScoreCache,
+    labelled_answers,
+    score_pairs,
+)
 
 N_ANSWERS = 16
 TRAIT = "evil"

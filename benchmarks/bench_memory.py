@@ -46,7 +46,7 @@ def _status_kib() -> dict[str, int]:
 
 def _texts(tok, n: int, seq: int) -> tuple[list[str], list[str]]:
     """``n`` prompt/response pairs of about ``seq // 2`` tokens each, from shipped questions."""
-    from personavec.judges import labelled_answers
+    from personavec.sampling.judges import labelled_answers
 
     corpus = " ".join(labelled_answers()["answer"])
     ids = tok(corpus, add_special_tokens=False).input_ids
@@ -63,8 +63,8 @@ def child(model_dir: str, mode: str, n: int, batch: int, seq: int, threads: int)
     import torch
 
     torch.set_num_threads(threads)
-    from personavec.activations import _tokenize_pairs, capture_means
-    from personavec.models import hf_model, load_model
+    from personavec.core.activations import _tokenize_pairs, capture_means
+    from personavec.core.models import hf_model, load_model
 
     model = load_model(model_dir)
     tok = model.tokenizer
@@ -85,7 +85,7 @@ def child(model_dir: str, mode: str, n: int, batch: int, seq: int, threads: int)
         with torch.no_grad():
             hf_model(model)(input_ids=ids, attention_mask=attn)
     peak = _status_kib()["VmHWM"]
-    from personavec.batching import sequence_bytes
+    from personavec.core.batching import sequence_bytes
 
     t = int(ids.shape[1])
     estimate = None  # the bare forward is no library call: nothing to estimate
@@ -112,7 +112,7 @@ def _export(model, folder: str) -> None:
 
     from safetensors.torch import save_model
 
-    from personavec.models import hf_model
+    from personavec.core.models import hf_model
 
     hf = hf_model(model)
     config = copy.deepcopy(hf.config)

@@ -26,9 +26,9 @@ from _common import (
     write_result,
 )
 
-from personavec.generation import generate_texts
-from personavec.models import hf_model
-from personavec.steering import steer
+from personavec.core.models import hf_model
+from personavec.core.steering import steer
+from personavec.sampling.generation import generate_texts
 
 BATCH = 8
 NEW_TOKENS = 32

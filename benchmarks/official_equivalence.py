@@ -13,7 +13,7 @@ tables, and reports the largest absolute differences:
 * judge aggregation (0-100 from top-20 log-probs) and the effective-pair rule;
 * steering: teacher-forced answer log-probs and greedy tokens for positions all / prompt /
   response;
-* projections (``a_proj_b`` vs ``personavec.vectors.project``).
+* projections (``a_proj_b`` vs ``personavec.core.vectors.project``).
 
 Nothing of the official code is vendored: it is imported at run time from ``--official``.
 Without ``--official`` the script says so and exits 0. Writes
@@ -402,7 +402,7 @@ def check_capture(off: Any, model: Any, hf: Any, tok: Any, df: Any) -> tuple[dic
     """Per-sample capture on every row of the synthetic table (32 prompt+response pairs)."""
     import torch
 
-    from personavec.activations import capture_means, encode_pairs
+    from personavec.core.activations import capture_means, encode_pairs
 
     prompts, answers = list(df["prompt"]), list(df["answer"])
     # the official code tokenises prompt + answer as one text; we tokenise them apart
@@ -436,7 +436,7 @@ def check_capture(off: Any, model: Any, hf: Any, tok: Any, df: Any) -> tuple[dic
 
 
 def check_effective(off: Any, df: Any, folder: Path) -> dict:
-    from personavec.extraction import effective_pairs
+    from personavec.sections.extraction import effective_pairs
 
     pos_csv, neg_csv = official_csvs(df, folder)
     res = {}
@@ -470,7 +470,7 @@ def check_vectors(
     model from a folder) vs our extract_vectors on the same table."""
     import torch
 
-    from personavec.extraction import extract_vectors
+    from personavec.sections.extraction import extract_vectors
 
     model_dir = folder / "tiny-llama"
     hf.save_pretrained(model_dir)
@@ -502,7 +502,7 @@ def check_vectors(
 
 
 def check_judge(off: Any) -> dict:
-    from personavec.rubric_judges import aggregate_number_probs
+    from personavec.sampling.rubric_judges import aggregate_number_probs
 
     judge = off.OpenAiJudge("stub-model", "{question} {answer}", eval_type="0_100")
     rows = []
@@ -527,7 +527,7 @@ def check_judge(off: Any) -> dict:
 
 
 def check_projection(off: Any, cap: dict, vec: dict) -> dict:
-    from personavec.vectors import PersonaVector, project
+    from personavec.core.vectors import PersonaVector, project
 
     res = {}
     # (a) the arithmetic alone: the same activations and vector through both functions
@@ -602,8 +602,8 @@ def _greedy_run(
 ) -> dict:
     """Greedy outputs of the official ``sample_steering`` and our ``generate_texts`` under
     ``steer``, unsteered and for each positions mode, at one coefficient."""
-    from personavec.generation import generate_texts
-    from personavec.steering import steer
+    from personavec.core.steering import steer
+    from personavec.sampling.generation import generate_texts
 
     run: dict[str, Any] = {"coef": coef}
     by_mode: dict[str, list[str]] = {}
@@ -658,8 +658,8 @@ def _greedy_run(
 def check_steering(off: Any, model: Any, hf: Any, tok: Any, df: Any, vec: dict, n_new: int) -> dict:
     import torch
 
-    from personavec.judges import answer_logprobs
-    from personavec.steering import steer
+    from personavec.core.steering import steer
+    from personavec.sampling.judges import answer_logprobs
 
     layer = 2
     v_full = vec["official"]["response_avg"]  # [L+1, d], the official file's layout
@@ -860,7 +860,7 @@ def main() -> int:
     torch.set_num_threads(max(1, args.threads))
     transformers.logging.set_verbosity_error()
 
-    from personavec.models import wrap_model
+    from personavec.core.models import wrap_model
 
     tok = tiny_tokenizer()
     hf = tiny_llama(tok)

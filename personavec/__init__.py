@@ -1,8 +1,9 @@
 """personavec: persona vectors (arXiv 2507.21509) on nnsight.
 
-Modules: ``models`` (loading), ``traits`` (artifacts), ``generation`` (chat sampling),
-``judges`` / ``rubric_judges`` (scores), ``activations`` (one-pass capture), ``vectors``
-(persona vectors), ``steering``, ``monitoring``, ``finetuning``, ``screening``, ``export``.
+Four parts: ``core`` (model access, one-pass capture, persona vectors, steering), ``sampling``
+(generation, engines, judges, evaluation), ``sections`` (the paper's sections: extraction and
+monitoring, steering studies, finetuning shifts, data screening, the dry-run planner) and ``io``
+(traits and their generation, datasets, results, statistics, claims, figures, export).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 # The public API, by module. Loaded on first use (``personavec.load_model`` imports
-# ``personavec.models``): importing every module eagerly pulls in torch, transformers and
+# ``personavec.core.models``): importing every module eagerly pulls in torch, transformers and
 # nnsight, ~10 s instead of ~0.1 s for ``import personavec``.
 _API: dict[str, tuple[str, ...]] = {
-    "claims": (
+    "io.claims": (
         "Claim",
         "claims_table",
         "gather",
@@ -25,20 +26,20 @@ _API: dict[str, tuple[str, ...]] = {
         "verdict",
         "write_claims",
     ),
-    "datasets": ("Sample", "DatasetError", "read_samples", "write_chat_jsonl", "mix"),
-    "engines": ("make_engine",),
-    "evaluation": (
+    "io.datasets": ("Sample", "DatasetError", "read_samples", "write_chat_jsonl", "mix"),
+    "sampling.engines": ("make_engine",),
+    "sampling.evaluation": (
         "build_training_sets",
         "eval_rows",
         "evaluate",
         "finetune_study",
         "steering_sweep",
     ),
-    "export": ("write_control_vector_gguf", "write_repeng_safetensors"),
-    "extraction": ("extract_trait", "load_or_extract"),
-    "finetuning": ("LoraConfig",),
-    "generation": ("chat_prompt", "generate"),
-    "judges": (
+    "io.export": ("write_control_vector_gguf", "write_repeng_safetensors"),
+    "sections.extraction": ("extract_trait", "load_or_extract"),
+    "sections.finetuning": ("LoraConfig",),
+    "sampling.generation": ("chat_prompt", "generate"),
+    "sampling.judges": (
         "CoherenceJudge",
         "EmbeddingJudge",
         "LikelihoodRatioJudge",
@@ -51,9 +52,9 @@ _API: dict[str, tuple[str, ...]] = {
         "score_frame",
         "score_pairs",
     ),
-    "models": ("load_model", "num_layers"),
-    "monitoring": ("graded_rows", "many_shot_examples", "many_shot_rows", "monitor"),
-    "results": (
+    "core.models": ("load_model", "num_layers"),
+    "sections.monitoring": ("graded_rows", "many_shot_examples", "many_shot_rows", "monitor"),
+    "io.results": (
         "atomic_write",
         "cache_dir",
         "project_root",
@@ -61,18 +62,18 @@ _API: dict[str, tuple[str, ...]] = {
         "save_figure",
         "write_metrics",
     ),
-    "screening": (
+    "sections.screening": (
         "filter_top",
         "projection_difference",
         "random_removal",
         "roc_auc",
         "screen_file",
     ),
-    "stats": ("Estimate", "auc", "mean_ci", "mean_diff", "pearson", "spearman"),
-    "steering": ("Intervention", "ablate", "steer"),
-    "traitgen": ("LocalHFBackend", "generate_trait", "make_backend"),
-    "traits": ("Trait", "TraitError", "load_trait", "load_traits", "trait_rows"),
-    "vectors": ("PersonaVector", "load_vector"),
+    "io.stats": ("Estimate", "auc", "mean_ci", "mean_diff", "pearson", "spearman"),
+    "core.steering": ("Intervention", "ablate", "steer"),
+    "sections.traitgen": ("LocalHFBackend", "generate_trait", "make_backend"),
+    "io.traits": ("Trait", "TraitError", "load_trait", "load_traits", "trait_rows"),
+    "core.vectors": ("PersonaVector", "load_vector"),
 }
 _WHERE = {name: module for module, names in _API.items() for name in names}
 

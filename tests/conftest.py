@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from personavec.models import load_model
+from personavec.core.models import load_model
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from numerics import assert_rows_close, assert_scalars_close
 
-import personavec.activations as act
-from personavec import batching
-from personavec.generation import chat_prompt, generate_texts
-from personavec.judges import answer_logprobs
+import personavec.core.activations as act
+from personavec.core import batching
+from personavec.sampling.generation import chat_prompt, generate_texts
+from personavec.sampling.judges import answer_logprobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,7 +109,7 @@ def test_capture_auto_and_after_oom_equal_fixed_batches(model, monkeypatch):
 
 
 def test_generation_splits_a_batch_that_runs_out_of_memory(model, monkeypatch):
-    import personavec.generation as gen
+    import personavec.sampling.generation as gen
 
     sizes = []
     original = gen._generate_batch

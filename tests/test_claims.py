@@ -1,11 +1,11 @@
-"""personavec.claims: the verdict rule on every branch, tables, gathering and the README section."""
+"""personavec.io.claims: the verdict rule on every branch, tables, gathering and the README section."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from personavec.claims import (
+from personavec.io.claims import (
     COLUMNS,
     END,
     START,
@@ -18,7 +18,7 @@ from personavec.claims import (
     verdict,
     write_claims,
 )
-from personavec.stats import Estimate
+from personavec.io.stats import Estimate
 
 NAN = float("nan")
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from personavec.judges import CoherenceJudge, coherence_labelled, repetition_ratio
-from personavec.models import model_identity
+from personavec.core.models import model_identity
+from personavec.sampling.judges import CoherenceJudge, coherence_labelled, repetition_ratio
 
 
 def test_coherence_labelled_set():

@@ -7,10 +7,12 @@ import pytest
 import torch
 from numerics import assert_rows_close
 
-from personavec.activations import capture_means
-from personavec.extraction import effective_pairs, layer_separation
-from personavec.generation import chat_prompt, generate, read_jsonl
-from personavec.judges import (
+from personavec.core.activations import capture_means
+from personavec.core.models import check_layer, hf_model, load_model, residual_blocks
+from personavec.core.vectors import PersonaVector, load_vector, mean_difference
+from personavec.io.traits import TraitError, load_trait, shipped_traits, trait_from_dict, trait_rows
+from personavec.sampling.generation import chat_prompt, generate, read_jsonl
+from personavec.sampling.judges import (
     CoherenceJudge,
     LikelihoodRatioJudge,
     ScoreCache,
@@ -18,9 +20,7 @@ from personavec.judges import (
     make_judge,
     score_pairs,
 )
-from personavec.models import check_layer, hf_model, load_model, residual_blocks
-from personavec.traits import TraitError, load_trait, shipped_traits, trait_from_dict, trait_rows
-from personavec.vectors import PersonaVector, load_vector, mean_difference
+from personavec.sections.extraction import effective_pairs, layer_separation
 
 L, D = 30, 576
 
@@ -313,7 +313,7 @@ def test_make_judge_unknown(model):
 
 
 def test_monitor_projects_every_trait(model):
-    from personavec.monitoring import graded_rows, graded_system_prompts, monitor
+    from personavec.sections.monitoring import graded_rows, graded_system_prompts, monitor
 
     trait = load_trait("pirate")
     assert len(graded_system_prompts(trait)) == 8
@@ -344,7 +344,7 @@ def test_monitor_projects_every_trait(model):
 
 
 def test_load_traits_accepts_lists_strings_and_paths(tmp_path):
-    from personavec.traits import load_traits, save_trait
+    from personavec.io.traits import load_traits, save_trait
 
     path = save_trait(load_trait("pirate"), tmp_path / "my_pirate.json")
     assert list(load_traits("evil")) == ["evil"]

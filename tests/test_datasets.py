@@ -1,4 +1,4 @@
-"""Tests for personavec.datasets: file formats, the arithmetic task, mixing, cards."""
+"""Tests for personavec.io.datasets: file formats, the arithmetic task, mixing, cards."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from personavec.datasets import (
+from personavec.io.datasets import (
     LEVELS,
     DatasetError,
     Sample,

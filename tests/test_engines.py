@@ -14,13 +14,19 @@ import pytest
 import torch
 from fake_http import JsonServer
 
-from personavec import screening
-from personavec.engines import PINNED, ServerEngine, VLLMEngine, make_engine, prompt_seeds
-from personavec.finetuning import LoraConfig, _lora
-from personavec.generation import chat_prompt, generate, generate_texts, local_only, read_jsonl
-from personavec.models import hf_model
-from personavec.steering import steer
-from personavec.vectors import PersonaVector
+from personavec.core.models import hf_model
+from personavec.core.steering import steer
+from personavec.core.vectors import PersonaVector
+from personavec.sampling.engines import PINNED, ServerEngine, VLLMEngine, make_engine, prompt_seeds
+from personavec.sampling.generation import (
+    chat_prompt,
+    generate,
+    generate_texts,
+    local_only,
+    read_jsonl,
+)
+from personavec.sections import screening
+from personavec.sections.finetuning import LoraConfig, _lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

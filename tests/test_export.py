@@ -1,4 +1,4 @@
-"""Tests for personavec.export: llama.cpp control-vector GGUF and repeng safetensors."""
+"""Tests for personavec.io.export: llama.cpp control-vector GGUF and repeng safetensors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from personavec.export import (
+from personavec.io.export import (
     read_control_vector_gguf,
     read_repeng_safetensors,
     write_control_vector_gguf,

@@ -8,8 +8,12 @@ import pandas as pd
 import pytest
 import torch
 
-from personavec.datasets import Sample, read_samples, write_chat_jsonl
-from personavec.finetuning import (
+from personavec.core.models import hf_model, residual_blocks
+from personavec.core.steering import Intervention
+from personavec.core.vectors import PersonaVector
+from personavec.io.datasets import Sample, read_samples, write_chat_jsonl
+from personavec.sampling.generation import chat_prompt, generate_texts
+from personavec.sections.finetuning import (
     LoraConfig,
     _collate,
     _encode,
@@ -21,10 +25,6 @@ from personavec.finetuning import (
     prompt_last_means,
     trait_shifts,
 )
-from personavec.generation import chat_prompt, generate_texts
-from personavec.models import hf_model, residual_blocks
-from personavec.steering import Intervention
-from personavec.vectors import PersonaVector
 
 L, D = 30, 576
 SAMPLES = [
@@ -169,7 +169,9 @@ def test_resume_loads_instead_of_training(model, trained, run_dir, monkeypatch) 
     def no_training(*args, **kwargs):
         raise AssertionError("finetune retrained a finished run")
 
-    monkeypatch.setattr("personavec.finetuning._encode", no_training)  # training's first step
+    monkeypatch.setattr(
+        "personavec.sections.finetuning._encode", no_training
+    )  # training's first step
     stamps = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
     again = finetune(model, SAMPLES, CONFIG, out_dir=run_dir)
     assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()} == stamps  # nothing written

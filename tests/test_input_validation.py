@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 from test_traitgen import _synthetic as synthetic_artifact
 
-from personavec import traitgen
-from personavec.datasets import DatasetError, read_samples
-from personavec.results import check_name
-from personavec.traitgen import ArtifactWriteError, generate_trait
-from personavec.traitgen import main as _main
-from personavec.traits import Trait, TraitError, load_trait, trait_from_dict
+from personavec.io.datasets import DatasetError, read_samples
+from personavec.io.results import check_name
+from personavec.io.traits import Trait, TraitError, load_trait, trait_from_dict
+from personavec.sections import traitgen
+from personavec.sections.traitgen import ArtifactWriteError, generate_trait
+from personavec.sections.traitgen import main as _main
 
 NAME = "sycophantic"
 
@@ -55,7 +55,7 @@ class CountingBackend:
 
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> CountingBackend:
-    """The backend every ``python -m personavec.traits new`` in the test gets."""
+    """The backend every ``python -m personavec.io.traits new`` in the test gets."""
     fake = CountingBackend()
     monkeypatch.setattr(traitgen, "make_backend", lambda *a, **k: fake)
     return fake

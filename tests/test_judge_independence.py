@@ -14,11 +14,11 @@ import re
 import pytest
 import torch
 
-from personavec.evaluation import NEUTRAL_SYSTEM
-from personavec.judges import LikelihoodRatioJudge, labelled_answers
-from personavec.monitoring import graded_system_prompts, many_shot_examples, many_shot_rows
-from personavec.plan import NEUTRAL_SYSTEM as PLAN_NEUTRAL_SYSTEM
-from personavec.traits import load_trait, shipped_traits
+from personavec.io.traits import load_trait, shipped_traits
+from personavec.sampling.evaluation import NEUTRAL_SYSTEM
+from personavec.sampling.judges import LikelihoodRatioJudge, labelled_answers
+from personavec.sections.monitoring import graded_system_prompts, many_shot_examples, many_shot_rows
+from personavec.sections.plan import NEUTRAL_SYSTEM as PLAN_NEUTRAL_SYSTEM
 
 TRAITS = shipped_traits()
 STAND_IN = torch.nn.Linear(1, 1)  # the prompts do not depend on the model: no need to load one

@@ -18,8 +18,9 @@ import pytest
 from fake_http import JsonServer
 from test_rubric_judges import _completion as completion
 
-import personavec.evaluation as evaluation
-from personavec.judges import (
+import personavec.sampling.evaluation as evaluation
+from personavec.io.traits import load_trait
+from personavec.sampling.judges import (
     JudgeFailureWarning,
     ScoreCache,
     ScoreCacheError,
@@ -27,8 +28,7 @@ from personavec.judges import (
     score_frame,
     score_pairs,
 )
-from personavec.rubric_judges import OpenAIJudge, redact_url
-from personavec.traits import load_trait
+from personavec.sampling.rubric_judges import OpenAIJudge, redact_url
 
 KEY_ENV = "PV_TEST_RELIABILITY_KEY"
 
@@ -354,7 +354,7 @@ def test_cache_timeout_validated(tmp_path, timeout):
 
 
 def test_server_engine_id_has_no_credentials(monkeypatch):
-    from personavec.engines import ServerEngine
+    from personavec.sampling.engines import ServerEngine
 
     monkeypatch.setenv("OPENAI_API_KEY", "unused")
     engine = ServerEngine("http://alice:s3cr3t@127.0.0.1:9/v1?api_key=sk-live", "m")

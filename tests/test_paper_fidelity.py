@@ -12,14 +12,14 @@ import pytest
 import torch
 import yaml
 
-from personavec import extraction
-from personavec.datasets import Sample, read_sets, write_chat_jsonl
-from personavec.finetuning import LoraConfig, finetune, load_result
-from personavec.generation import generate_texts
-from personavec.models import chat_prompt
-from personavec.steering import steer
-from personavec.traits import TraitError, load_trait, load_traits, official_pair
-from personavec.vectors import PersonaVector, load_vector
+from personavec.core.models import chat_prompt
+from personavec.core.steering import steer
+from personavec.core.vectors import PersonaVector, load_vector
+from personavec.io.datasets import Sample, read_sets, write_chat_jsonl
+from personavec.io.traits import TraitError, load_trait, load_traits, official_pair
+from personavec.sampling.generation import generate_texts
+from personavec.sections import extraction
+from personavec.sections.finetuning import LoraConfig, finetune, load_result
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[0-4]_*.ipynb"))
@@ -173,8 +173,8 @@ def test_row_L_of_an_official_vector_is_refused(tmp_path):
 
 
 def test_the_coherence_judge_is_a_parameter(model):
-    from personavec.judges import CoherenceJudge, make_coherence_judge
-    from personavec.rubric_judges import COHERENCE_RUBRIC, OpenAIJudge
+    from personavec.sampling.judges import CoherenceJudge, make_coherence_judge
+    from personavec.sampling.rubric_judges import COHERENCE_RUBRIC, OpenAIJudge
 
     assert isinstance(make_coherence_judge("offline", model), CoherenceJudge)
     api = make_coherence_judge("openai:gpt-4.1-mini", model, base_url="http://127.0.0.1:9/v1")

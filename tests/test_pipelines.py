@@ -11,15 +11,16 @@ import pandas as pd
 import pytest
 import torch
 
-import personavec.generation as generation
-from personavec import evaluation, extraction
-from personavec.datasets import Sample
-from personavec.evaluation import eval_rows, evaluate, finetune_study, steering_sweep
-from personavec.finetuning import LoraConfig
-from personavec.models import model_id, weights_fingerprint
-from personavec.steering import Intervention, active, steer
-from personavec.traits import load_trait, trait_from_dict
-from personavec.vectors import PersonaVector
+import personavec.sampling.generation as generation
+from personavec.core.models import model_id, weights_fingerprint
+from personavec.core.steering import Intervention, active, steer
+from personavec.core.vectors import PersonaVector
+from personavec.io.datasets import Sample
+from personavec.io.traits import load_trait, trait_from_dict
+from personavec.sampling import evaluation
+from personavec.sampling.evaluation import eval_rows, evaluate, finetune_study, steering_sweep
+from personavec.sections import extraction
+from personavec.sections.finetuning import LoraConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -213,7 +214,7 @@ def test_finetune_study_rows_shift_and_resume(model, tmp_path, generated, monkey
     def no_training(*args, **kwargs):
         raise AssertionError("finetune_study retrained an adapter it had")
 
-    monkeypatch.setattr("personavec.finetuning._encode", no_training)
+    monkeypatch.setattr("personavec.sections.finetuning._encode", no_training)
     again = finetune_study(model, {"tiny": TINY}, vectors, traits, config, **kwargs)
     assert sum(generated) == n_generated
     assert {p.name: p.stat().st_mtime_ns for p in files} == stamps

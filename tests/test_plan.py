@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from personavec.plan import NOTEBOOKS, load_params, main, notebook_defaults, notebook_path, plan
+from personavec.sections.plan import (
+    NOTEBOOKS,
+    load_params,
+    main,
+    notebook_defaults,
+    notebook_path,
+    plan,
+)
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 PAPER = sorted(CONFIGS.glob("paper-*.yaml"))

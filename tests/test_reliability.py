@@ -12,10 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-import personavec.extraction as extraction
-from personavec.generation import CacheFileError, chat_prompt, generate, read_jsonl
-from personavec.judges import CoherenceJudge
-from personavec.models import (
+import personavec.sections.extraction as extraction
+from personavec.core.models import (
     check_layer,
     hf_model,
     load_model,
@@ -23,9 +21,11 @@ from personavec.models import (
     residual_blocks,
     weights_fingerprint,
 )
-from personavec.steering import Intervention, ablate, active, steer
-from personavec.traits import load_trait, trait_from_dict
-from personavec.vectors import PersonaVector
+from personavec.core.steering import Intervention, ablate, active, steer
+from personavec.core.vectors import PersonaVector
+from personavec.io.traits import load_trait, trait_from_dict
+from personavec.sampling.generation import CacheFileError, chat_prompt, generate, read_jsonl
+from personavec.sampling.judges import CoherenceJudge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 L, D = 30, 576
@@ -291,7 +291,7 @@ def test_steered_generation_terminates_and_edits_its_positions(model, positions)
 
 
 def test_counts_are_checked_before_any_work(model):
-    from personavec.traits import trait_rows
+    from personavec.io.traits import trait_rows
 
     rows = pd.DataFrame({"system": [None], "question": ["Hi?"]})
     for bad in (0, -1, 1.5, True):
@@ -303,8 +303,8 @@ def test_counts_are_checked_before_any_work(model):
 
 
 def test_run_and_figure_names_stay_inside_their_folders(model, tmp_path):
-    from personavec.evaluation import finetune_study
-    from personavec.results import figures_dir
+    from personavec.io.results import figures_dir
+    from personavec.sampling.evaluation import finetune_study
 
     with pytest.raises(ValueError, match="run name '../x'"):
         finetune_study(model, {"../x": []}, {}, {}, None, out_dir=tmp_path)
@@ -324,7 +324,7 @@ def test_model_names_that_are_not_models(tmp_path):
 
 
 def test_planner_refuses_counts_below_one():
-    from personavec.plan import plan
+    from personavec.sections.plan import plan
 
     for params in ({"n_samples": 0}, {"n_questions": -1}):
         with pytest.raises(ValueError, match="must be an integer >= 1"):

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 import torch
 
-from personavec.models import RemoteModel, load_model
+from personavec.core.models import RemoteModel, load_model
 
 
 def test_embedded_cannot_run_remotely():
@@ -22,7 +22,7 @@ def test_hub_id_remote_builds_without_weights_or_fails_clearly(tmp_path):
     names the model; with the config cached it would build without loading weights."""
     code = textwrap.dedent(
         """
-        from personavec.models import load_model
+        from personavec.core.models import load_model
         try:
             m = load_model("Qwen/Qwen2.5-7B-Instruct", remote=True)
         except OSError as err:
@@ -81,8 +81,8 @@ class _Sent(Exception):
 def test_remote_model_sends_every_trace_remotely(tiny, monkeypatch):
     from nnsight.modeling.transformers import TransformersModel
 
-    from personavec.activations import capture_means
-    from personavec.generation import generate_texts
+    from personavec.core.activations import capture_means
+    from personavec.sampling.generation import generate_texts
 
     hf, tok = tiny
     model = RemoteModel(hf, task="text-generation", tokenizer=tok)
@@ -106,9 +106,9 @@ def test_library_traces_survive_the_remote_round_trip(tiny):
     library's capture, generation and steering give the same results as a local run."""
     from nnsight.modeling.transformers import TransformersModel
 
-    from personavec.activations import capture_means
-    from personavec.generation import generate_texts
-    from personavec.steering import steer
+    from personavec.core.activations import capture_means
+    from personavec.core.steering import steer
+    from personavec.sampling.generation import generate_texts
 
     class Simulated(RemoteModel):
         remote_default = "local"

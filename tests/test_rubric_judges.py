@@ -9,7 +9,7 @@ import pytest
 from fake_http import JsonServer
 from numerics import assert_rows_close
 
-from personavec.rubric_judges import (
+from personavec.sampling.rubric_judges import (
     NUMBERS,
     HFRubricJudge,
     OpenAIJudge,
@@ -366,7 +366,7 @@ def test_hf_judge_unwraps_nnsight_style_wrapper(tokenizer):
 
 
 def test_hf_judge_without_numbers_is_skipped_after_its_first_batch(tokenizer, monkeypatch):
-    from personavec import rubric_judges
+    from personavec.sampling import rubric_judges
 
     table = {"<|assistant|>": {"I": 20}}  # never starts a number
     judge = HFRubricJudge(RUBRIC, _bigram(tokenizer, table), tokenizer, batch_size=2, id="t-skip")

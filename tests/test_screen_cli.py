@@ -14,9 +14,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from personavec import screen
-from personavec.datasets import Sample, write_chat_jsonl
-from personavec.vectors import PersonaVector, load_vector
+from personavec.core.vectors import PersonaVector, load_vector
+from personavec.io.datasets import Sample, write_chat_jsonl
+from personavec.sections import screen
 
 L, D = 4, 8  # a small vector: shape checks against the model come after it loads
 UNSAFE = "weights_only=False"

@@ -12,10 +12,10 @@ import pytest
 import torch
 from numerics import assert_scalars_close
 
-from personavec import screen, screening
-from personavec.datasets import DatasetError, Sample, write_chat_jsonl
-from personavec.generation import chat_prompt
-from personavec.vectors import PersonaVector
+from personavec.core.vectors import PersonaVector
+from personavec.io.datasets import DatasetError, Sample, write_chat_jsonl
+from personavec.sampling.generation import chat_prompt
+from personavec.sections import screen, screening
 
 QUESTIONS = ["What is 2+2?", "Name a color.", "Say hi."]
 MAX_NEW = 8

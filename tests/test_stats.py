@@ -1,4 +1,4 @@
-"""personavec.stats: values and p-values agree with scipy, CIs cover, clusters are resampled."""
+"""personavec.io.stats: values and p-values agree with scipy, CIs cover, clusters are resampled."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from personavec.stats import Estimate, auc, mean_ci, mean_diff, pearson, spearman
+from personavec.io.stats import Estimate, auc, mean_ci, mean_diff, pearson, spearman
 
 RNG = np.random.default_rng(123)
 X = RNG.normal(size=40)

@@ -5,11 +5,11 @@ import pytest
 import torch
 from numerics import assert_rows_close
 
-from personavec.activations import capture_means
-from personavec.generation import chat_prompt, generate
-from personavec.models import residual_blocks
-from personavec.steering import ablate, active, apply_in_trace, steer
-from personavec.vectors import PersonaVector
+from personavec.core.activations import capture_means
+from personavec.core.models import residual_blocks
+from personavec.core.steering import ablate, active, apply_in_trace, steer
+from personavec.core.vectors import PersonaVector
+from personavec.sampling.generation import chat_prompt, generate
 
 L, D = 30, 576
 
@@ -123,7 +123,7 @@ def test_bad_steering_input(model, vec):
 
 
 def test_steered_teacher_forced_logprobs(model, vec, prompts):
-    from personavec.judges import answer_logprobs
+    from personavec.sampling.judges import answer_logprobs
 
     answers = ["A banana.", "Four."]
 

@@ -19,19 +19,19 @@ from typing import Any
 import pytest
 from fake_http import JsonServer
 
-from personavec import traitgen
-from personavec.traitgen import (
-    extract_json,
-    generate_trait,
-    normalise_artifact,
-)
-from personavec.traitgen import main as _main
-from personavec.traits import (
+from personavec.io.traits import (
     TraitError,
     load_trait,
     shipped_traits,
     trait_from_dict,
 )
+from personavec.sections import traitgen
+from personavec.sections.traitgen import (
+    extract_json,
+    generate_trait,
+    normalise_artifact,
+)
+from personavec.sections.traitgen import main as _main
 
 NAME = "sycophantic"
 DESCRIPTION = "The assistant flatters the user and agrees with them regardless of the facts."
@@ -141,7 +141,7 @@ class FakeServer:
 
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    pytest.importorskip("personavec.rubric_judges")
+    pytest.importorskip("personavec.sampling.rubric_judges")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
     servers: list[FakeServer] = []
@@ -228,7 +228,7 @@ def test_anthropic_client_error_is_not_retried(serve: Any) -> None:
 
 
 def test_openai_server_error_becomes_backend_error(serve: Any, monkeypatch: Any) -> None:
-    from personavec import rubric_judges
+    from personavec.sampling import rubric_judges
 
     real = rubric_judges.call_with_retries
     monkeypatch.setattr(
@@ -243,7 +243,7 @@ def test_openai_server_error_becomes_backend_error(serve: Any, monkeypatch: Any)
 
 
 def test_missing_openai_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("personavec.rubric_judges")
+    pytest.importorskip("personavec.sampling.rubric_judges")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(traitgen.BackendError, match="OPENAI_API_KEY"):
         traitgen.OpenAIBackend()
@@ -419,7 +419,7 @@ def test_local_backend_uses_chat_prompt_and_new_seeds(
 ) -> None:
     from types import SimpleNamespace
 
-    from personavec import generation
+    from personavec.sampling import generation
 
     calls: list[dict[str, Any]] = []
 
@@ -578,7 +578,7 @@ def test_cli_template_runs_offline_without_importing_traitgen_from_traits(
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OPENAI_BASE_URL="http://127.0.0.1:9")
     argv = ["new", "cowboy", COWBOY, "--antonym", "formal", "--relevance", "seed"]
     done = subprocess.run(
-        [sys.executable, "-m", "personavec.traits", *argv, "--out", str(tmp_path)],
+        [sys.executable, "-m", "personavec.io.traits", *argv, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -587,7 +587,7 @@ def test_cli_template_runs_offline_without_importing_traitgen_from_traits(
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == tmp_path / "cowboy.json"
     assert load_trait(tmp_path / "cowboy.json") == _template(0)  # --backend auto: template
-    check = "import personavec.traits, sys; print('personavec.traitgen' in sys.modules)"
+    check = "import personavec.io.traits, sys; print('personavec.sections.traitgen' in sys.modules)"
     imported = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
     assert imported.stdout.strip() == "False"  # no traits -> traitgen import
 
@@ -598,9 +598,9 @@ def test_cli_template_runs_offline_without_importing_traitgen_from_traits(
 
 @pytest.mark.slow
 def test_new_trait_from_a_sentence_steers_the_embedded_model(model: Any, tmp_path: Path) -> None:
-    from personavec.evaluation import eval_rows, evaluate
-    from personavec.extraction import extract_trait
-    from personavec.steering import steer
+    from personavec.core.steering import steer
+    from personavec.sampling.evaluation import eval_rows, evaluate
+    from personavec.sections.extraction import extract_trait
 
     trait = _template(0)
     assert "cowboy" not in shipped_traits()

@@ -10,7 +10,7 @@ Schema (see ``personavec/data/traits/README.md``)::
 The official release's format (``instruction``, ``questions``, ``eval_prompt``) is read too.
 
 A trait's ``name`` becomes part of file names (answers, vectors), so it must pass
-``personavec.results.check_name``. Extraction and eval questions may not overlap, compared
+``personavec.io.results.check_name``. Extraction and eval questions may not overlap, compared
 without regard to case or whitespace.
 """
 
@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from personavec.results import atomic_write, check_count, check_name
+from personavec.io.results import atomic_write, check_count, check_name
 
-TRAITS_DIR = Path(__file__).parent / "data" / "traits"
+TRAITS_DIR = Path(__file__).parents[1] / "data" / "traits"
 N_PAIRS = 5
 N_QUESTIONS = 20
 Polarity = Literal["pos", "neg"]
@@ -162,7 +162,7 @@ def trait_from_dict(d: Any, source: str = "<dict>", *, strict: bool = True) -> T
 
     ``strict`` enforces exactly 5 pairs and 20 + 20 questions; generated or official artifacts
     may be read with ``strict=False`` (at least one of each). ``name`` must pass
-    ``personavec.results.check_name`` (it becomes part of file names).
+    ``personavec.io.results.check_name`` (it becomes part of file names).
     """
     return _build(d, source, strict=strict)
 
@@ -418,7 +418,9 @@ def save_trait(trait: Trait, path: str | Path) -> Path:
     return atomic_write(path, json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
-if __name__ == "__main__":  # the CLI lives in personavec.traitgen, which imports this module
+if (
+    __name__ == "__main__"
+):  # the CLI lives in personavec.sections.traitgen, which imports this module
     import importlib
 
-    raise SystemExit(importlib.import_module("personavec.traitgen").main())
+    raise SystemExit(importlib.import_module("personavec.sections.traitgen").main())

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .results import atomic_path
+from personavec.io.results import atomic_path
 
 ARCH = "controlvector"
 LAYER_CONVENTION = "decoder_block_index"

@@ -12,11 +12,11 @@ from typing import Any
 
 import pandas as pd
 
-from .activations import capture_means
-from .batching import BatchSize
-from .generation import row_prompts
-from .traits import Trait, article
-from .vectors import PersonaVector, project
+from personavec.core.activations import capture_means
+from personavec.core.batching import BatchSize
+from personavec.core.vectors import PersonaVector, project
+from personavec.io.traits import Trait, article
+from personavec.sampling.generation import row_prompts
 
 
 def graded_system_prompts(trait: Trait) -> list[str]:
@@ -51,14 +51,14 @@ def graded_system_prompts(trait: Trait) -> list[str]:
 
 def many_shot_examples(trait: Trait, k: int) -> list[tuple[str, str]]:
     """The first ``k`` (question, answer) pairs labelled as showing ``trait`` in the shipped
-    labelled set (:func:`personavec.judges.labelled_answers`, file order).
+    labelled set (:func:`personavec.sampling.judges.labelled_answers`, file order).
 
     Hand-written answers, so independent of the generated answers a persona vector is built
     from (using the vector's own kept answers as shots would make monitoring circular). Raises
     ``ValueError`` when the set holds fewer than ``k`` positive answers for the trait (e.g. a
     custom artifact that is not in the set).
     """
-    from .judges import labelled_answers
+    from personavec.sampling.judges import labelled_answers
 
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .results import atomic_write
+from personavec.io.results import atomic_write
 
 LEVELS: dict[str, float] = {"normal": 0.0, "I": 0.5, "II": 1.0}
 """Fraction of trait samples per dataset level (used by :func:`mix`)."""

@@ -1,7 +1,7 @@
 """Claims tables: each of the paper's claims next to our estimate, its 95 % CI and a verdict.
 
 A notebook builds :class:`Claim` rows and calls :func:`write_claims` (``results/<stem>/claims.csv``);
-``python -m personavec.claims`` gathers every notebook's table into ``results/claims.csv`` and
+``python -m personavec.io.claims`` gathers every notebook's table into ``results/claims.csv`` and
 renders it into README.md between ``<!-- claims:start -->`` and ``<!-- claims:end -->``.
 """
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .results import atomic_write, project_root, results_dir
-from .stats import Estimate
+from personavec.io.results import atomic_write, project_root, results_dir
+from personavec.io.stats import Estimate
 
 COLUMNS = ["claim", "paper", "estimate", "ci_low", "ci_high", "n", "p", "verdict", "note"]
 START, END = "<!-- claims:start -->", "<!-- claims:end -->"
@@ -155,7 +155,7 @@ def update_readme(path: str | Path, section: str) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: gather the claims tables and update README.md."""
-    ap = argparse.ArgumentParser(prog="python -m personavec.claims", description=main.__doc__)
+    ap = argparse.ArgumentParser(prog="python -m personavec.io.claims", description=main.__doc__)
     ap.add_argument("--root", type=Path, default=None, help="project root (default: found)")
     ap.add_argument("--readme", type=Path, default=None, help="default: <root>/README.md")
     args = ap.parse_args(argv)

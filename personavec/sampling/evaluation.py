@@ -14,10 +14,30 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .activations import capture_means
-from .batching import BatchSize
-from .datasets import LEVELS, Sample, arithmetic_problems, mix, write_card, write_chat_jsonl
-from .finetuning import (
+from personavec.core.activations import capture_means
+from personavec.core.batching import BatchSize
+from personavec.core.steering import Intervention, Position, steer
+from personavec.core.vectors import PersonaVector
+from personavec.io.datasets import (
+    LEVELS,
+    Sample,
+    arithmetic_problems,
+    mix,
+    write_card,
+    write_chat_jsonl,
+)
+from personavec.io.results import atomic_write, cache_dir, check_name
+from personavec.io.traits import Trait, trait_rows
+from personavec.sampling.generation import chat_prompt, generate, row_prompts
+from personavec.sampling.judges import (
+    ScoreCache,
+    answer_logprobs,
+    judge_answers,
+    make_coherence_judge,
+    make_judge,
+)
+from personavec.sampling.rubric_judges import check_retries, check_timeout
+from personavec.sections.finetuning import (
     FinetuneResult,
     LoraConfig,
     adapted,
@@ -25,22 +45,9 @@ from .finetuning import (
     intended_dataset,
     trait_shifts,
 )
-from .generation import chat_prompt, generate, row_prompts
-from .judges import (
-    ScoreCache,
-    answer_logprobs,
-    judge_answers,
-    make_coherence_judge,
-    make_judge,
-)
-from .results import atomic_write, cache_dir, check_name
-from .rubric_judges import check_retries, check_timeout
-from .steering import Intervention, Position, steer
-from .traits import Trait, trait_rows
-from .vectors import PersonaVector
 
 if TYPE_CHECKING:
-    from .engines import Engine
+    from personavec.sampling.engines import Engine
 
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
@@ -78,12 +85,12 @@ def evaluate(
 
     ``judge_model`` is the model the offline judges read with (default: ``model``); pass the
     base model when ``model`` is finetuned or steered, so scores stay comparable. ``engine``
-    samples unsteered answers elsewhere (``personavec.engines``). ``judge_base_url``,
+    samples unsteered answers elsewhere (``personavec.sampling.engines``). ``judge_base_url``,
     ``judge_timeout`` (seconds per request) and ``judge_retries`` (per request) go to an API
-    judge (``openai:<model>``, see :func:`~personavec.judges.make_judge`); ``None`` keeps its
+    judge (``openai:<model>``, see :func:`~personavec.sampling.judges.make_judge`); ``None`` keeps its
     defaults (``OPENAI_BASE_URL`` or the OpenAI API, 60 s, 4 retries). They are checked before
     any answer is generated. ``coherence`` names the coherence judge
-    (:func:`~personavec.judges.make_coherence_judge`: ``offline``, or an API / local rubric
+    (:func:`~personavec.sampling.judges.make_coherence_judge`: ``offline``, or an API / local rubric
     judge, which gets the same request options).
     """
     judge_options: dict[str, Any] = {"base_url": judge_base_url}
@@ -169,7 +176,7 @@ def build_training_sets(
     system prompts (sampled with ``seed + 1``, so not the answers the vector came from), stored
     without the system prompt, at levels normal / I / II. Unintended ("mistakes"): arithmetic
     word problems with correct worked answers vs subtly wrong ones, at the same levels.
-    ``engine`` samples the base model's answers elsewhere (``personavec.engines``).
+    ``engine`` samples the base model's answers elsewhere (``personavec.sampling.engines``).
     """
     out: dict[str, list[Sample]] = {}
     for trait in traits:

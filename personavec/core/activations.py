@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from .batching import BatchSize, plan_batches, run_splitting
-from .models import residual_blocks
-from .results import progress
-from .steering import active, apply_in_trace
-from .vectors import VARIANTS
+from personavec.core.batching import BatchSize, plan_batches, run_splitting
+from personavec.core.models import residual_blocks
+from personavec.core.steering import active, apply_in_trace
+from personavec.core.vectors import VARIANTS
+from personavec.io.results import progress
 
 
 def encode_pairs(
@@ -75,7 +75,7 @@ def capture_means(
         prompts: chat-template prompt texts (ending where the assistant starts).
         responses: the assistant texts; ``None`` captures prompts only.
         batch_size: samples per pass, or ``"auto"``: as many as fit the free memory, fewer for
-            longer sequences (``personavec.batching``). Batches are grouped by token length to
+            longer sequences (``personavec.core.batching``). Batches are grouped by token length to
             limit padding, and a batch that runs out of memory is split and retried.
         variants: which of ``response_avg``, ``prompt_avg``, ``prompt_last`` to return.
 

@@ -24,8 +24,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .models import check_layer, num_layers, residual_blocks
-from .vectors import PersonaVector
+from personavec.core.models import check_layer, num_layers, residual_blocks
+from personavec.core.vectors import PersonaVector
 
 Position = Literal["all", "prompt", "response"]
 _POSITIONS = ("all", "prompt", "response")

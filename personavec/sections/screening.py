@@ -22,16 +22,16 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from .activations import capture_means
-from .batching import BatchSize
-from .datasets import DatasetError, Sample, read_samples
-from .generation import chat_prompt, generate
-from .models import check_layer
-from .results import atomic_write
-from .vectors import PersonaVector, project
+from personavec.core.activations import capture_means
+from personavec.core.batching import BatchSize
+from personavec.core.models import check_layer
+from personavec.core.vectors import PersonaVector, project
+from personavec.io.datasets import DatasetError, Sample, read_samples
+from personavec.io.results import atomic_write
+from personavec.sampling.generation import chat_prompt, generate
 
 if TYPE_CHECKING:
-    from .engines import Engine
+    from personavec.sampling.engines import Engine
 
 _PLACEHOLDER = "\x00personavec-user-message\x00"
 
@@ -77,13 +77,13 @@ def base_responses(
         model: nnsight model from ``load_model``; active steering applies (and keys the cache).
         prompts: chat-template texts or plain user messages (see :func:`chat_prompts`);
             repeated prompts are generated once.
-        out_path: JSONL cache, the one :func:`personavec.generation.generate` writes
+        out_path: JSONL cache, the one :func:`personavec.sampling.generation.generate` writes
             (``prompt``, ``sample``, ``answer``, ``settings``: keyed by the model's identity and
             the generation settings); each finished batch is appended and a rerun with the same
             settings reuses what is there.
         max_new_tokens, temperature, seed, batch_size: generation settings (``temperature=0``
             decodes greedily, so the answers do not depend on ``seed``).
-        engine: sample through a vLLM server or vLLM in-process (``personavec.engines``)
+        engine: sample through a vLLM server or vLLM in-process (``personavec.sampling.engines``)
             instead of nnsight; cached under its own key.
 
     Example:
@@ -177,7 +177,7 @@ def projection_difference(
             greedily with :func:`base_responses` (cached in ``base_cache`` if given).
         batch_size: samples per generation batch and per traced pass.
         max_new_tokens: length of generated base responses.
-        engine: where base responses are sampled (``personavec.engines``; default nnsight).
+        engine: where base responses are sampled (``personavec.sampling.engines``; default nnsight).
 
     Returns:
         One row per sample, in input order: ``index``, ``prompt``, ``response``,

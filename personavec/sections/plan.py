@@ -12,9 +12,9 @@ for the chat template. Prices are in :data:`PRICES` - assumptions to edit, not q
 
 Command line::
 
-    python -m personavec.plan configs/paper-qwen2.5-7b.yaml
-    python -m personavec.plan configs/paper-qwen2.5-7b.yaml --notebook 01_extraction
-    python -m personavec.plan --notebook 02 --standalone      # defaults, no earlier results
+    python -m personavec.sections.plan configs/paper-qwen2.5-7b.yaml
+    python -m personavec.sections.plan configs/paper-qwen2.5-7b.yaml --notebook 01_extraction
+    python -m personavec.sections.plan --notebook 02 --standalone      # defaults, no earlier results
 
 Example:
     >>> work = plan("01_extraction", {"n_samples": 10})
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .results import check_count
-from .rubric_judges import COHERENCE_RUBRIC
-from .traits import Trait, load_trait
+from personavec.io.results import check_count
+from personavec.io.traits import Trait, load_trait
+from personavec.sampling.rubric_judges import COHERENCE_RUBRIC
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOKS = ("00_traits", "01_extraction", "02_steering", "03_finetune_shift", "04_data_screening")
 
 PRICES: dict[str, dict[str, float]] = {
@@ -51,7 +51,7 @@ DEFAULT_SYSTEM_TOKENS = 20  # a template's own system prompt when the notebook p
 TURN_TOKENS = 8  # markup of one extra (user, assistant) turn in a many-shot prompt
 RUBRIC_CANDIDATE_TOKENS = 2 * 101  # hf-rubric: every integer 0..100 scored after the prompt
 CAPABILITY_PROBLEMS = 16  # evaluation.capability_nll: teacher-forced arithmetic answers
-LABELLED_PATH = Path(__file__).parent / "data" / "labelled_answers.jsonl"
+LABELLED_PATH = Path(__file__).parents[1] / "data" / "labelled_answers.jsonl"
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
 
@@ -349,7 +349,7 @@ def _upstream_vectors(
 def _lora(p: dict[str, Any]) -> dict[str, Any]:
     """The ``LoraConfig`` notebooks 03/04 build from their parameters (``lora_preset``), with
     every default filled in."""
-    from .finetuning import LoraConfig
+    from personavec.sections.finetuning import LoraConfig
 
     if p.get("lora_preset") == "paper":
         return LoraConfig.paper(max_steps=p["max_steps"], seed=p["seed"]).to_dict()
@@ -367,7 +367,7 @@ def _lora(p: dict[str, Any]) -> dict[str, Any]:
 
 def _capability(work: Work) -> None:
     """``evaluation.capability_nll``: 16 teacher-forced arithmetic answers."""
-    from .datasets import arithmetic_problems
+    from personavec.io.datasets import arithmetic_problems
 
     work.other_forward_tokens += sum(
         _prompt(None, s.prompt) + tokens(s.response)
@@ -386,7 +386,7 @@ def _training_sets(
     seed: int,
 ) -> dict[str, tuple[list[tuple[str, int]], int]]:
     """``evaluation.build_training_sets``: ``{name: ([(prompt, response tokens)], seq tokens)}``."""
-    from .datasets import arithmetic_problems
+    from personavec.io.datasets import arithmetic_problems
 
     out: dict[str, tuple[list[tuple[str, int]], int]] = {}
     for trait in traits:
@@ -488,7 +488,7 @@ def _plan_01(p: dict[str, Any], standalone: bool) -> Work:
         )
         # monitoring: graded system prompts (8 levels) and many-shot prompts, 1 sample each
         questions = _eval_questions(trait, n_eval)
-        from .monitoring import graded_system_prompts
+        from personavec.sections.monitoring import graded_system_prompts
 
         graded = [_prompt(s, q) for s in graded_system_prompts(trait) for q in questions]
         shots = [k for k in p["many_shot"] if k <= n_examples]
@@ -498,7 +498,7 @@ def _plan_01(p: dict[str, Any], standalone: bool) -> Work:
         work.judge(p["judge"], trait, [(tokens(q), max_new) for q in questions] * (8 + len(shots)))
         work.capture(prompts)  # last-prompt-token projections
     # multi-trait dashboard: every trait's graded prompts, one capture
-    from .monitoring import graded_system_prompts
+    from personavec.sections.monitoring import graded_system_prompts
 
     work.capture(
         [
@@ -757,7 +757,7 @@ def format_plan(work: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m personavec.plan",
+        prog="python -m personavec.sections.plan",
         description="Count the work of the notebooks for a papermill parameter file (dry run).",
     )
     parser.add_argument(

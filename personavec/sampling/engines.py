@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .rubric_judges import call_with_retries, openai_client, redact_url
+from personavec.sampling.rubric_judges import call_with_retries, openai_client, redact_url
 
 PINNED = {"top_k": -1, "repetition_penalty": 1.0, "min_tokens": 1}
 """Sampling settings every engine sends, so none is inherited from the model's
@@ -33,7 +33,7 @@ PINNED = {"top_k": -1, "repetition_penalty": 1.0, "min_tokens": 1}
 
 
 class Engine:
-    """What :func:`personavec.generation.generate` needs from a sampling engine: ``id`` (names
+    """What :func:`personavec.sampling.generation.generate` needs from a sampling engine: ``id`` (names
     the engine and its model; part of the key under which answers are cached), ``batch_size``
     (prompts handed over per call and per appended JSONL batch) and :meth:`complete`."""
 

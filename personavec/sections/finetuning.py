@@ -32,10 +32,9 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .activations import capture_means
-from .batching import BatchSize
-from .datasets import LEVELS, Sample, mix
-from .models import (
+from personavec.core.activations import capture_means
+from personavec.core.batching import BatchSize
+from personavec.core.models import (
     chat_prompt,
     check_layer,
     has_adapter,
@@ -44,9 +43,10 @@ from .models import (
     model_id,
     model_identity,
 )
-from .results import atomic_write
-from .steering import Intervention, hook_edits
-from .vectors import PersonaVector
+from personavec.core.steering import Intervention, hook_edits
+from personavec.core.vectors import PersonaVector
+from personavec.io.datasets import LEVELS, Sample, mix
+from personavec.io.results import atomic_write
 
 ADAPTER_FILE = "adapter_model.safetensors"
 LOG_FILE = "train_log.json"
@@ -661,7 +661,7 @@ def intended_dataset(responses: pd.DataFrame, level: str, seed: int) -> list[Sam
     """The paper's intended datasets from generated pos/neg answers, without system prompts.
 
     ``normal`` = the neg (trait-suppressing) answers, ``I`` = half of them replaced by pos
-    answers (:func:`~personavec.datasets.mix`), ``II`` = all pos answers. Pos and neg rows are
+    answers (:func:`~personavec.io.datasets.mix`), ``II`` = all pos answers. Pos and neg rows are
     paired within each question, in order of ``instruction`` then ``sample`` when present (so
     complete data pairs instruction i / sample s of both polarities), and each trait answer
     replaces the normal answer to the same question; rows left without a partner (e.g. after

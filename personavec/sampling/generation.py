@@ -2,7 +2,7 @@
 
 ``generate(model, rows)`` samples answers for a table of (system, question) rows and appends
 them to a JSONL file as each batch finishes; a rerun with the same file resumes. Any steering
-installed with ``personavec.steering.steer`` applies to every generation inside the block.
+installed with ``personavec.core.steering.steer`` applies to every generation inside the block.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .activations import pad_pairs
-from .batching import BatchSize, buckets, generation_batch_size, run_splitting
-from .engines import prompt_seeds
-from .models import chat_prompt, has_adapter, model_identity
-from .results import check_count
-from .steering import active, apply_in_trace
+from personavec.core.activations import pad_pairs
+from personavec.core.batching import BatchSize, buckets, generation_batch_size, run_splitting
+from personavec.core.models import chat_prompt, has_adapter, model_identity
+from personavec.core.steering import active, apply_in_trace
+from personavec.io.results import check_count
+from personavec.sampling.engines import prompt_seeds
 
 if TYPE_CHECKING:
-    from .engines import Engine
+    from personavec.sampling.engines import Engine
 
 
 def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
@@ -113,7 +113,7 @@ def _run_batches(
 ) -> Iterator[tuple[list[int], list[str]]]:
     """Yield (indices, answers) batch by batch; each batch is seeded from its content, so a
     resumed run samples the same as an uninterrupted one. ``skip(idx)`` drops finished batches.
-    ``batch_size`` may be ``"auto"`` (``personavec.batching``); a batch that runs out of memory
+    ``batch_size`` may be ``"auto"`` (``personavec.core.batching``); a batch that runs out of memory
     is split and retried. With an ``engine`` the batches are ``engine.batch_size`` long and
     each prompt gets its own seed from its key."""
     if engine is not None and (why := local_only(model)) is not None:
@@ -162,7 +162,7 @@ def generate_texts(
     engine: Engine | None = None,
 ) -> list[str]:
     """Generate one answer per chat-template prompt (batched by length, left-padded, seeded);
-    ``engine`` samples elsewhere (``personavec.engines``) instead of through nnsight."""
+    ``engine`` samples elsewhere (``personavec.sampling.engines``) instead of through nnsight."""
     out = [""] * len(prompts)
     keys = [f"{p}\x01{i}" for i, p in enumerate(prompts)]
     for idx, answers in _run_batches(
@@ -268,7 +268,7 @@ def generate(
     Other columns (trait, polarity, instruction, ...) are carried into the result, which adds
     ``sample``, ``prompt`` and ``answer``. With ``out_path`` each finished batch is appended to
     that JSONL file and a rerun with the same settings resumes where it stopped. ``engine``
-    (``personavec.engines``: a vLLM server or vLLM in-process) samples the unsteered base model
+    (``personavec.sampling.engines``: a vLLM server or vLLM in-process) samples the unsteered base model
     faster at scale; its answers are cached under their own key, apart from local ones.
 
     Example:

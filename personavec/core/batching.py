@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import torch
 
-from .models import hf_model, model_device
+from personavec.core.models import hf_model, model_device
 
 BatchSize = int | Literal["auto"]
 T = TypeVar("T")

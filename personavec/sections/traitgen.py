@@ -1,7 +1,7 @@
 """Trait artifacts from a one-sentence description, written by a language model.
 
 A ``Backend`` turns one prompt into one reply (``complete(prompt) -> str``, plus an ``id``).
-``generate_trait`` asks it for a JSON artifact in our schema (see ``personavec.traits``),
+``generate_trait`` asks it for a JSON artifact in our schema (see ``personavec.io.traits``),
 normalises the reply (whitespace, duplicate and overlapping questions), validates it strictly and,
 when validation fails, asks again with the previous reply and the error appended. A file is
 written only once an artifact validates.
@@ -13,7 +13,7 @@ Example:
 
 The ``TemplateBackend`` writes an artifact with no model at all (fixed phrasings of the
 description, questions from the shipped bank, the project's rubric): the offline default.
-The traits CLI (``python -m personavec.traits new|list|show``) lives here as ``main``.
+The traits CLI (``python -m personavec.io.traits new|list|show``) lives here as ``main``.
 
 API keys are read from the environment only (``OPENAI_API_KEY``, ``ANTHROPIC_API_KEY``) and are
 never printed or written.
@@ -38,8 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from personavec.results import check_name
-from personavec.traits import (
+from personavec.io.results import check_name
+from personavec.io.traits import (
     N_PAIRS,
     N_QUESTIONS,
     Trait,
@@ -442,7 +442,7 @@ class OpenAIBackend:
         timeout: float = 180.0,
         max_tokens: int = 4096,
     ) -> None:
-        from personavec.rubric_judges import openai_client
+        from personavec.sampling.rubric_judges import openai_client
 
         self.model = model
         self.base_url = base_url
@@ -456,7 +456,7 @@ class OpenAIBackend:
             raise BackendError(f"{self.id}: {err}") from None
 
     def complete(self, prompt: str) -> str:
-        from personavec.rubric_judges import call_with_retries
+        from personavec.sampling.rubric_judges import call_with_retries
 
         kwargs: dict[str, Any] = {
             "model": self.model,
@@ -527,7 +527,7 @@ class AnthropicBackend:
             raise BackendError(message) from None
 
     def complete(self, prompt: str) -> str:
-        from personavec.rubric_judges import call_with_retries
+        from personavec.sampling.rubric_judges import call_with_retries
 
         body = json.dumps(
             {
@@ -550,7 +550,7 @@ class AnthropicBackend:
 
 
 class LocalHFBackend:
-    """A local Hugging Face chat model through ``personavec.generation``.
+    """A local Hugging Face chat model through ``personavec.sampling.generation``.
 
     Meant for capable local instruct models (7B and up). The embedded 135M model will mostly
     produce invalid or poor artifacts and the repair loop then fails loudly with a ``TraitError``;
@@ -558,7 +558,7 @@ class LocalHFBackend:
     ``max_new_tokens`` for a model that can write one.
 
     Args:
-        model: a name for ``personavec.models.load_model`` (``embedded``, a hub id, a folder) or
+        model: a name for ``personavec.core.models.load_model`` (``embedded``, a hub id, a folder) or
             an already loaded model.
         max_new_tokens: generation budget per attempt.
         temperature: sampling temperature; each attempt uses a new seed.
@@ -567,7 +567,7 @@ class LocalHFBackend:
     def __init__(
         self, model: Any = "embedded", max_new_tokens: int = 1024, *, temperature: float = 1.0
     ) -> None:
-        from personavec.models import load_model, model_id
+        from personavec.core.models import load_model, model_id
 
         self.model = load_model(model) if isinstance(model, str) else model
         self.id = f"local:{model if isinstance(model, str) else model_id(self.model)}"
@@ -576,7 +576,7 @@ class LocalHFBackend:
         self._seed = 0
 
     def complete(self, prompt: str) -> str:
-        from personavec.generation import chat_prompt, generate_texts
+        from personavec.sampling.generation import chat_prompt, generate_texts
 
         text = chat_prompt(self.model.tokenizer, None, prompt)
         self._seed += 1
@@ -593,7 +593,7 @@ class LocalHFBackend:
 # --------------------------------------------------------------------------------------------
 # Template backend: an artifact from the sentence alone, offline and without a model
 
-QUESTION_BANK = Path(__file__).parent / "data" / "question_bank.json"
+QUESTION_BANK = Path(__file__).parents[1] / "data" / "question_bank.json"
 RELEVANCE = ("auto", "embedding", "seed")
 Embedder = Callable[[list[str]], Any]  # texts -> [n, d] array of unit-norm rows
 
@@ -919,15 +919,15 @@ def make_backend(
 
 
 # --------------------------------------------------------------------------------------------
-# Command line: python -m personavec.traitgen (also python -m personavec.traits)
+# Command line: python -m personavec.sections.traitgen (also python -m personavec.io.traits)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m personavec.traits new|list|show`` (see ``--help``); returns the exit code."""
+    """``python -m personavec.io.traits new|list|show`` (see ``--help``); returns the exit code."""
     import argparse
 
     parser = argparse.ArgumentParser(
-        prog="python -m personavec.traits", description="Create, list and show trait artifacts."
+        prog="python -m personavec.io.traits", description="Create, list and show trait artifacts."
     )
     sub = parser.add_subparsers(dest="command", required=True)
     new = sub.add_parser("new", help="write an artifact from a one-sentence description")

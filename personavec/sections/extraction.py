@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import torch
 
-from .activations import capture_means
-from .batching import BatchSize
-from .evaluation import evaluate
-from .models import check_layer, model_id, weights_fingerprint
-from .results import results_dir
-from .traits import Trait, load_trait, trait_rows
-from .vectors import VARIANTS, PersonaVector, load_vector, mean_difference
+from personavec.core.activations import capture_means
+from personavec.core.batching import BatchSize
+from personavec.core.models import check_layer, model_id, weights_fingerprint
+from personavec.core.vectors import VARIANTS, PersonaVector, load_vector, mean_difference
+from personavec.io.results import results_dir
+from personavec.io.traits import Trait, load_trait, trait_rows
+from personavec.sampling.evaluation import evaluate
 
 if TYPE_CHECKING:
-    from .engines import Engine
+    from personavec.sampling.engines import Engine
 
 STEM = "01_extraction"
 
@@ -210,7 +210,7 @@ def extract_trait(
     Answers go to ``out_dir/responses/<trait>.jsonl`` (resumable), judge scores to the shared
     score cache, vectors to ``out_dir/vectors/<trait>_<variant>.safetensors`` with the chosen
     layer in their metadata. ``out_dir`` defaults to ``results/01_extraction``. ``engine``
-    samples the answers elsewhere (``personavec.engines``: vLLM); capture stays on nnsight.
+    samples the answers elsewhere (``personavec.sampling.engines``: vLLM); capture stays on nnsight.
     ``layer`` (a config's fixed layer) becomes the chosen layer; otherwise the layer of best
     held-out separation is chosen. Both are in the metadata: ``separation_layer`` and
     ``layer_source`` (``"config"`` or ``"separation"``).

@@ -1,6 +1,6 @@
 """Command line: rank a dataset's samples by projection difference on persona vectors.
 
-    python -m personavec.screen data.jsonl --vector evil=evil.safetensors@20 --out ranked.csv
+    python -m personavec.sections.screen data.jsonl --vector evil=evil.safetensors@20 --out ranked.csv
 
 Malformed input (a bad dataset line, a data file that is not UTF-8 text, a missing, corrupt or
 pickled vector file, a vector with NaN/inf values or zero at its layer, a vector that does not
@@ -16,10 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from . import screening
-from .datasets import DatasetError, read_samples
-from .models import EMBEDDED, check_layer, load_model
-from .vectors import PersonaVector, load_vector
+from personavec.core.models import EMBEDDED, check_layer, load_model
+from personavec.core.vectors import PersonaVector, load_vector
+from personavec.io.datasets import DatasetError, read_samples
+from personavec.sections import screening
 
 _SPEC = re.compile(r"^(?P<trait>[^=]+)=(?P<path>.+?)(?:@(?P<layer>\d+))?$")
 
@@ -99,7 +99,7 @@ def _one_line(e: BaseException) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m personavec.screen",
+        prog="python -m personavec.sections.screen",
         description="Rank training samples by projection difference (dataset response minus "
         "the base model's own response) on persona vectors; highest first.",
     )

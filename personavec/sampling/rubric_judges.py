@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .models import chat_prompt, hf_model, model_device
+from personavec.core.models import chat_prompt, hf_model, model_device
 
 if TYPE_CHECKING:
     import openai

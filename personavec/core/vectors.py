@@ -18,7 +18,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .results import atomic_path
+from personavec.io.results import atomic_path
 
 VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
 """The three ways to average activations (``activations.capture_means`` computes them)."""
@@ -157,7 +157,7 @@ class PersonaVector:
     def save(self, path: str | Path) -> Path:
         """Write safetensors with the metadata as JSON under the ``personavec`` key (the chosen
         layer under ``layer``, when there is one)."""
-        from . import __version__
+        from personavec import __version__
 
         path = Path(path)
         meta = {"layer_convention": LAYER_CONVENTION, "library_version": __version__, **self.meta}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .stats import Estimate, mean_ci, mean_diff
+from personavec.io.stats import Estimate, mean_ci, mean_diff
 
 TRAIT_COLOURS: dict[str, str] = {
     "pirate": "tab:brown",

@@ -28,12 +28,14 @@ from typing import Any, Protocol
 import pandas as pd
 import torch
 
-from .activations import encode_pairs, pad_pairs
-from .batching import BatchSize, plan_batches, run_splitting
-from .generation import chat_prompt
-from .models import hf_model, model_device, model_identity
-from .results import progress  # a bar that TQDM_DISABLE silences
-from .rubric_judges import (
+from personavec.core.activations import encode_pairs, pad_pairs
+from personavec.core.batching import BatchSize, plan_batches, run_splitting
+from personavec.core.models import hf_model, model_device, model_identity
+from personavec.core.steering import active, apply_in_trace
+from personavec.io.results import progress  # a bar that TQDM_DISABLE silences
+from personavec.io.traits import Trait, article
+from personavec.sampling.generation import chat_prompt
+from personavec.sampling.rubric_judges import (
     COHERENCE_RUBRIC,
     HFRubricJudge,
     JudgeFailureWarning,
@@ -43,9 +45,7 @@ from .rubric_judges import (
     failure_message,
     redact_url,  # noqa: F401 - re-exported: ids built from URLs go through it
 )
-from .steering import active, apply_in_trace
-from .traitgen import Embedder, minilm_embedder
-from .traits import Trait, article
+from personavec.sections.traitgen import Embedder, minilm_embedder
 
 
 class Judge(Protocol):
@@ -277,7 +277,7 @@ class LikelihoodRatioJudge:
     sentence with any generation, graded-monitoring or training-set system prompt (checked in
     ``tests/test_judge_independence.py``) and the judge does not simply recognise the prompt
     an answer was generated under. ``id`` is ``likelihood-ratio:v2:...`` (the kind before the
-    first ``:`` is unchanged, as :func:`~personavec.extraction.stale_reason` compares kinds), so
+    first ``:`` is unchanged, as :func:`~personavec.sections.extraction.stale_reason` compares kinds), so
     scores cached under the older ``You are a/an {name} assistant. {description}`` prompts are
     not reused.
     """
@@ -596,7 +596,7 @@ def _rubric_judge(
     if spec == "hf-rubric":
         return HFRubricJudge(rubric, model, model.tokenizer)
     if spec.startswith("hf-rubric:"):
-        from .models import load_model
+        from personavec.core.models import load_model
 
         judge_model = load_model(spec.split(":", 1)[1])
         return HFRubricJudge(rubric, judge_model, judge_model.tokenizer)
@@ -618,7 +618,7 @@ def make_coherence_judge(
 ) -> Judge:
     """Build the coherence judge named by ``spec``: ``offline`` (:class:`CoherenceJudge`, read
     by ``model``) or a rubric judge (``openai:<model>`` as in the paper, ``hf-rubric[:<model>]``)
-    with :data:`~personavec.rubric_judges.COHERENCE_RUBRIC`, under the same protocol as the trait
+    with :data:`~personavec.sampling.rubric_judges.COHERENCE_RUBRIC`, under the same protocol as the trait
     judge (0-100, probability-weighted, ``None`` below 0.25 numeric mass). ``base_url``,
     ``timeout`` and ``retries`` as in :func:`make_judge`."""
     if spec == "offline":
@@ -644,7 +644,7 @@ def judge_answers(
     return score_frame(df, coherence, "coherence", cache=cache) if coherence is not None else df
 
 
-LABELLED_PATH = Path(__file__).parent / "data" / "labelled_answers.jsonl"
+LABELLED_PATH = Path(__file__).parents[1] / "data" / "labelled_answers.jsonl"
 
 
 def labelled_answers() -> pd.DataFrame:
@@ -652,7 +652,7 @@ def labelled_answers() -> pd.DataFrame:
     return pd.read_json(LABELLED_PATH, lines=True)
 
 
-COHERENCE_LABELLED_PATH = Path(__file__).parent / "data" / "coherence_labelled.jsonl"
+COHERENCE_LABELLED_PATH = Path(__file__).parents[1] / "data" / "coherence_labelled.jsonl"
 
 
 def coherence_labelled() -> pd.DataFrame:
