@@ -1,4 +1,4 @@
-"""Tests for personavec.io.datasets: file formats, the arithmetic task, mixing, cards."""
+"""personavec.io.datasets (file formats, mixing, cards) and io.arithmetic (the mistakes task)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from personavec.io.arithmetic import arithmetic_problems
 from personavec.io.datasets import (
     LEVELS,
     DatasetError,
     Sample,
-    arithmetic_problems,
     mix,
     read_samples,
     write_card,

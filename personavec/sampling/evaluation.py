@@ -18,14 +18,8 @@ from personavec.core.activations import capture_means
 from personavec.core.batching import BatchSize
 from personavec.core.steering import Intervention, Position, steer
 from personavec.core.vectors import PersonaVector
-from personavec.io.datasets import (
-    LEVELS,
-    Sample,
-    arithmetic_problems,
-    mix,
-    write_card,
-    write_chat_jsonl,
-)
+from personavec.io.arithmetic import arithmetic_problems
+from personavec.io.datasets import LEVELS, Sample, mix, write_card, write_chat_jsonl
 from personavec.io.results import atomic_write, cache_dir, check_name
 from personavec.io.traits import Trait, trait_rows
 from personavec.sampling.generation import chat_prompt, generate, row_prompts

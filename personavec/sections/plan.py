@@ -367,7 +367,7 @@ def _lora(p: dict[str, Any]) -> dict[str, Any]:
 
 def _capability(work: Work) -> None:
     """``evaluation.capability_nll``: 16 teacher-forced arithmetic answers."""
-    from personavec.io.datasets import arithmetic_problems
+    from personavec.io.arithmetic import arithmetic_problems
 
     work.other_forward_tokens += sum(
         _prompt(None, s.prompt) + tokens(s.response)
@@ -386,7 +386,7 @@ def _training_sets(
     seed: int,
 ) -> dict[str, tuple[list[tuple[str, int]], int]]:
     """``evaluation.build_training_sets``: ``{name: ([(prompt, response tokens)], seq tokens)}``."""
-    from personavec.io.datasets import arithmetic_problems
+    from personavec.io.arithmetic import arithmetic_problems
 
     out: dict[str, tuple[list[tuple[str, int]], int]] = {}
     for trait in traits:
