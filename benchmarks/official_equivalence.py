@@ -659,7 +659,7 @@ def check_steering(off: Any, model: Any, hf: Any, tok: Any, df: Any, vec: dict, 
     import torch
 
     from personavec.core.steering import steer
-    from personavec.sampling.judges import answer_logprobs
+    from personavec.sampling.offline_judges import answer_logprobs
 
     layer = 2
     v_full = vec["official"]["response_avg"]  # [L+1, d], the official file's layout

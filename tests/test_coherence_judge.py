@@ -3,7 +3,8 @@
 import pytest
 
 from personavec.core.models import model_identity
-from personavec.sampling.judges import CoherenceJudge, coherence_labelled, repetition_ratio
+from personavec.sampling.judges import CoherenceJudge, coherence_labelled
+from personavec.sampling.offline_judges import repetition_ratio
 
 
 def test_coherence_labelled_set():

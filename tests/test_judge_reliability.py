@@ -19,6 +19,7 @@ from fake_http import JsonServer
 from test_rubric_judges import _completion as completion
 
 import personavec.sampling.evaluation as evaluation
+from personavec.io.http import redact_url
 from personavec.io.traits import load_trait
 from personavec.sampling.judges import (
     JudgeFailureWarning,
@@ -28,7 +29,7 @@ from personavec.sampling.judges import (
     score_frame,
     score_pairs,
 )
-from personavec.sampling.rubric_judges import OpenAIJudge, redact_url
+from personavec.sampling.rubric_judges import OpenAIJudge
 
 KEY_ENV = "PV_TEST_RELIABILITY_KEY"
 

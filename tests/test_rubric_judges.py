@@ -9,13 +9,12 @@ import pytest
 from fake_http import JsonServer
 from numerics import assert_rows_close
 
+from personavec.io.http import call_with_retries, openai_client
 from personavec.sampling.rubric_judges import (
     NUMBERS,
     HFRubricJudge,
     OpenAIJudge,
     aggregate_number_probs,
-    call_with_retries,
-    openai_client,
 )
 
 RUBRIC = "Rate the answer. Question: {question} Answer: {answer} Reply with 0 to 100."

@@ -1,20 +1,6 @@
-"""Sampling engines: where unsteered generation runs when it should not run through nnsight.
-
-The library generates through nnsight on the Hugging Face module by default; that path supports
-steering and LoRA adapters and is what every notebook uses on the embedded model. At paper scale
-most generations are plain samples from the base model (extraction answers, monitoring answers,
-training sets, base responses for screening), and a vLLM engine produces those many times faster.
-An engine receives **token ids** (the same chat-template prompts the local path tokenises, without
-adding special tokens again) and one seed per prompt, so every sample is reproducible and a
-prompt asked for twice (``n_samples``) gets two different samples.
-
-* :class:`ServerEngine` - any OpenAI-compatible ``/v1/completions`` endpoint that accepts token-id
-  prompts and a ``seed`` (``vllm serve``; llama.cpp's server). One request per prompt, many in
-  flight, so the server batches them continuously.
-* :class:`VLLMEngine` - vLLM in-process (``vllm.LLM``), when the package is installed (GPU).
-
-Steering and adapters exist only on the nnsight path: ``generation`` refuses an engine while any
-is active rather than silently sampling the unsteered base model.
+"""Sampling engines for unsteered generation outside nnsight: an OpenAI-compatible completions
+server (``vllm serve``, llama.cpp) or vLLM in-process. An engine gets chat-template **token ids**
+and one seed per prompt, so every sample is reproducible; steering and adapters stay local.
 """
 
 from __future__ import annotations
@@ -25,17 +11,16 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from personavec.sampling.rubric_judges import call_with_retries, openai_client, redact_url
+from personavec.core import standin
+from personavec.io.http import call_with_retries, openai_client, redact_url
 
+# sent by every engine, so none is inherited from the model's generation_config (vLLM reads it)
 PINNED = {"top_k": -1, "repetition_penalty": 1.0, "min_tokens": 1}
-"""Sampling settings every engine sends, so none is inherited from the model's
-``generation_config`` (vLLM reads it by default): no top-k, no repetition penalty, >= 1 token."""
 
 
 class Engine:
-    """What :func:`personavec.sampling.generation.generate` needs from a sampling engine: ``id`` (names
-    the engine and its model; part of the key under which answers are cached), ``batch_size``
-    (prompts handed over per call and per appended JSONL batch) and :meth:`complete`."""
+    """A sampling engine: ``id`` (part of the answers' cache key), ``batch_size`` (prompts per
+    call) and :meth:`complete`."""
 
     id: str
     batch_size: int
@@ -63,23 +48,8 @@ class Engine:
 
 
 class ServerEngine(Engine):
-    """Sampling through an OpenAI-compatible completions server (e.g. ``vllm serve``).
-
-    Args:
-        base_url: the server's API root, e.g. ``http://localhost:8000/v1``.
-        model: the model name as served (vLLM serves the hub id by default); must be the model
-            the library loaded, or the answers belong to another model.
-        api_key_env: environment variable holding the key; local servers accept any (unset is
-            sent as ``EMPTY``).
-        max_concurrency: requests in flight (the server batches them).
-        batch_size: prompts per :meth:`complete` call from the generation loop.
-        retries, base_delay: retry budget per request (exponential back-off).
-        timeout: per-request timeout in seconds.
-
-    Example:
-        >>> engine = ServerEngine("http://localhost:8000/v1", "Qwen/Qwen2.5-7B-Instruct")
-        >>> generate(model, rows, engine=engine)  # doctest: +SKIP
-    """
+    """Sampling through an OpenAI-compatible completions server (e.g. ``vllm serve``) serving
+    ``model`` (the model the library loaded), ``max_concurrency`` requests in flight."""
 
     def __init__(
         self,
@@ -99,12 +69,9 @@ class ServerEngine(Engine):
             )
         if max_concurrency < 1 or batch_size < 1:
             raise ValueError("max_concurrency and batch_size must be >= 1")
-        self.base_url = base_url.rstrip("/")
-        self.model = model
-        self.max_concurrency = max_concurrency
-        self.batch_size = batch_size
-        self.retries = retries
-        self.base_delay = base_delay
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self.max_concurrency, self.batch_size = max_concurrency, batch_size
+        self.retries, self.base_delay = retries, base_delay
         self.id = f"server:{model}@{redact_url(self.base_url)}"  # no credentials in ids
         self._client = openai_client(self.base_url, api_key_env, timeout)
 
@@ -126,7 +93,6 @@ class ServerEngine(Engine):
     def _complete(
         self, prompt_ids: list[list[int]], seeds: list[int], settings: dict[str, Any]
     ) -> list[str]:
-        """Requests run concurrently; results keep the prompts' order."""
         workers = max(1, min(self.max_concurrency, len(prompt_ids)))
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="engine") as pool:
             jobs = [
@@ -137,19 +103,8 @@ class ServerEngine(Engine):
 
 
 class VLLMEngine(Engine):
-    """vLLM in the same process (``vllm.LLM``), for a GPU machine with vLLM installed.
-
-    Args:
-        model: hub id or local path, the same model the library loaded through nnsight (two
-            copies of the weights share the GPU: lower ``gpu_memory_utilization`` to leave room).
-        dtype: vLLM's dtype (``"bfloat16"`` on a GPU).
-        gpu_memory_utilization: share of GPU memory vLLM may take.
-        batch_size: prompts per :meth:`complete` call (vLLM schedules them itself).
-        **llm_kwargs: passed on to ``vllm.LLM`` (``tensor_parallel_size``, ``max_model_len``...).
-
-    Raises:
-        ImportError: vLLM is not installed (it is not a dependency of this package).
-    """
+    """vLLM in this process (``vllm.LLM(model, dtype, gpu_memory_utilization, **llm_kwargs)``);
+    ``ImportError`` when vLLM is not installed."""
 
     def __init__(
         self,
@@ -170,9 +125,7 @@ class VLLMEngine(Engine):
             ) from err
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.model = model
-        self.batch_size = batch_size
-        self.id = f"vllm:{model}"
+        self.model, self.batch_size, self.id = model, batch_size, f"vllm:{model}"
         self._llm = self._vllm.LLM(
             model=model, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, **llm_kwargs
         )
@@ -180,7 +133,6 @@ class VLLMEngine(Engine):
     def _complete(
         self, prompt_ids: list[list[int]], seeds: list[int], settings: dict[str, Any]
     ) -> list[str]:
-        """One ``SamplingParams`` per prompt, for its seed."""
         params = [self._vllm.SamplingParams(n=1, seed=s, **settings) for s in seeds]
         prompts = [{"prompt_token_ids": ids} for ids in prompt_ids]
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
@@ -191,16 +143,10 @@ ENGINES = ("local", "vllm", "server:<base_url>")
 
 
 def make_engine(spec: str | None, model_name: str, **kwargs: Any) -> Engine | None:
-    """The engine named by a notebook parameter; ``None`` means the local nnsight path.
-
-    Args:
-        spec: ``"local"`` (or ``None``), ``"vllm"`` (in-process vLLM), or
-            ``"server:<base_url>"`` (an OpenAI-compatible completions server, e.g.
-            ``server:http://localhost:8000/v1``).
-        model_name: the hub id or path the notebook loaded (``model_name`` parameter); the
-            engine must sample the same model. ``"embedded"`` has no hub id and is refused.
-        **kwargs: passed to the engine's constructor.
-    """
+    """The engine named by ``spec`` (:data:`ENGINES`; ``local``/``None``: nnsight, returns
+    ``None``) for the model ``model_name`` (a hub id or path); ``kwargs`` go to the engine."""
+    if standin.active():  # a dry run: marks the generations an engine may take
+        return standin.StandinEngine(spec)  # type: ignore[return-value]
     if spec is None or spec == "local":
         return None
     if not isinstance(spec, str):
