@@ -26,7 +26,7 @@ from personavec.sampling.generation import (
     read_jsonl,
 )
 from personavec.sections import screening
-from personavec.sections.finetuning import LoraConfig, _lora
+from personavec.sections.lora import LoraConfig, lora_layers
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -164,7 +164,7 @@ def test_engines_refuse_steering_and_adapters(model, server):
     vec = PersonaVector(torch.randn(31, 576), {})
     with steer(model, vec, 15, 2.0), pytest.raises(ValueError, match="steering is active"):
         generate_texts(model, prompt, engine=engine)
-    with _lora(hf_model(model), LoraConfig(), None):
+    with lora_layers(hf_model(model), LoraConfig(), None):
         assert local_only(model) == "a LoRA adapter is injected"
         with pytest.raises(ValueError, match="LoRA adapter"):
             generate_texts(model, prompt, engine=engine)

@@ -14,17 +14,15 @@ from personavec.core.vectors import PersonaVector
 from personavec.io.datasets import Sample, read_samples, write_chat_jsonl
 from personavec.sampling.generation import chat_prompt, generate_texts
 from personavec.sections.finetuning import (
-    LoraConfig,
     _collate,
     _encode,
-    adapted,
     finetune,
     finetuning_shift,
-    intended_dataset,
-    load_result,
-    prompt_last_means,
     trait_shifts,
 )
+from personavec.sections.lora import LoraConfig, adapted, load_result
+from personavec.sections.monitoring import prompt_last_means
+from personavec.sections.training_sets import intended_dataset
 
 L, D = 30, 576
 SAMPLES = [

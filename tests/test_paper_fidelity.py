@@ -19,7 +19,8 @@ from personavec.io.datasets import Sample, read_sets, write_chat_jsonl
 from personavec.io.traits import TraitError, load_trait, load_traits, official_pair
 from personavec.sampling.generation import generate_texts
 from personavec.sections import extraction
-from personavec.sections.finetuning import LoraConfig, finetune, load_result
+from personavec.sections.finetuning import finetune
+from personavec.sections.lora import LoraConfig, load_result
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("0[0-4]_*.ipynb"))

@@ -1,5 +1,6 @@
-"""The pipelines the notebooks run, at tiny sizes: evaluate, the steering sweep, the finetuning
-study and load_or_extract (generation, judging, resume and the shared coefficient-0 run)."""
+"""The pipelines the notebooks run, at tiny sizes: evaluate, the steering sweep and mitigation
+study, the finetuning study and load_or_extract (generation, judging, resume, the shared
+coefficient-0 run, reuse and invalidation)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from personavec.core.vectors import PersonaVector
 from personavec.io.datasets import Sample
 from personavec.io.traits import load_trait, trait_from_dict
 from personavec.sampling import evaluation
-from personavec.sampling.evaluation import eval_rows, evaluate, finetune_study, steering_sweep
-from personavec.sections import extraction
-from personavec.sections.finetuning import LoraConfig
+from personavec.sampling.evaluation import eval_rows, evaluate
+from personavec.sections import extraction, shift_study, steering_study
+from personavec.sections.lora import LoraConfig
+from personavec.sections.shift_study import finetune_study
+from personavec.sections.steering_study import mitigation_study, steering_sweep
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -104,13 +107,13 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
     pirate = load_trait("pirate")
     rows = eval_rows(pirate, n_questions=1)
     calls: list[tuple[int, ...]] = []
-    real = evaluation.evaluate
+    real = steering_study.evaluate
 
     def counting(model, rows, trait, **kwargs):
         calls.append(tuple((e.layer, e.coef) for e in active(model)))
         return real(model, rows, trait, **kwargs)
 
-    monkeypatch.setattr(evaluation, "evaluate", counting)
+    monkeypatch.setattr(steering_study, "evaluate", counting)
     vec = _vector(1)
 
     def sweep():
@@ -158,6 +161,50 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
     pd.testing.assert_frame_equal(again, out)
 
 
+# --------------------------------------------------------------------- mitigation study
+
+
+def test_mitigation_study_conditions_edits_and_resume(model, tmp_path, generated, monkeypatch):
+    pirate = load_trait("pirate")
+    seen: list[tuple[str, list[tuple[str, int, float]]]] = []
+    real = steering_study.evaluate
+
+    def recording(model, rows, trait, **kwargs):
+        edits = [(e.kind, e.layer, e.coef) for e in active(model)]
+        seen.append((kwargs["desc"], edits))
+        assert set(rows["system"]) == {trait.system_prompt("pos", 0)}  # the eliciting prompt
+        return real(model, rows, trait, **kwargs)
+
+    monkeypatch.setattr(steering_study, "evaluate", recording)
+    vec = _vector(4, layer=10)
+    kwargs = dict(out_dir=tmp_path / "mit", n_questions=2, max_new_tokens=TOKENS)
+    out = mitigation_study(model, pirate, vec, [-2.0, 3.0], **kwargs)
+    assert active(model) == []
+    labels = ["none", "steer -2", "steer 3", "ablate"]
+    assert list(dict.fromkeys(out["condition"])) == labels and len(out) == 2 * len(labels)
+    assert (out["layer"] == 10).all()
+    assert list(out.groupby("condition", sort=False)["coef"].first()) == [0.0, -2.0, 3.0, 0.0]
+    edits = dict(seen)
+    assert edits["pirate none"] == [("add", 10, 0.0)]
+    assert edits["pirate steer -2"] == [("add", 10, -2.0)]
+    assert [(k, layer) for k, layer, _ in edits["pirate ablate"]] == [
+        ("ablate", i) for i in range(1, L + 1)
+    ]
+    files = sorted(p.name for p in (tmp_path / "mit").glob("*.jsonl"))
+    assert files == [
+        f"pirate_mitigation_{c}.jsonl" for c in ("ablate", "none", "steer-2", "steer3")
+    ]
+    # the unsteered condition answers as the plain model does; ablation changes the answers
+    plain = evaluate(model, eval_rows(pirate, system=pirate.system_prompt("pos", 0), n_questions=2),
+                     pirate, max_new_tokens=TOKENS)  # fmt: skip
+    answers = out.groupby("condition", sort=False)["answer"].apply(list)
+    assert answers["none"] == list(plain["answer"])
+    assert answers["ablate"] != answers["none"] or answers["steer 3"] != answers["none"]
+    n_generated = sum(generated)
+    pd.testing.assert_frame_equal(mitigation_study(model, pirate, vec, [-2.0, 3.0], **kwargs), out)
+    assert sum(generated) == n_generated  # every condition resumed from its file
+
+
 # ----------------------------------------------------------------------- finetune study
 
 TINY = [
@@ -168,9 +215,9 @@ TINY = [
 
 
 def test_finetune_study_rows_shift_and_resume(model, tmp_path, generated, monkeypatch):
-    real_nll = evaluation.capability_nll  # 2 problems, not 16: it was 2/3 of this test's time
+    real_nll = shift_study.capability_nll  # 2 problems, not 16: it was 2/3 of this test's time
     monkeypatch.setattr(
-        evaluation, "capability_nll", lambda m, steered=False: real_nll(m, 2, steered=steered)
+        shift_study, "capability_nll", lambda m, steered=False: real_nll(m, 2, steered=steered)
     )
     traits = {"pirate": load_trait("pirate"), "evil": load_trait("evil")}
     vectors = {"pirate": _vector(2, layer=10), "evil": _vector(3, layer=14)}

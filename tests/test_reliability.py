@@ -304,7 +304,7 @@ def test_counts_are_checked_before_any_work(model):
 
 def test_run_and_figure_names_stay_inside_their_folders(model, tmp_path):
     from personavec.io.results import figures_dir
-    from personavec.sampling.evaluation import finetune_study
+    from personavec.sections.shift_study import finetune_study
 
     with pytest.raises(ValueError, match="run name '../x'"):
         finetune_study(model, {"../x": []}, {}, {}, None, out_dir=tmp_path)
