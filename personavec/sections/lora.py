@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 
+from personavec.core import standin
 from personavec.core.models import has_adapter, hf_model, model_id
 from personavec.io.results import atomic_write
 
@@ -154,6 +155,10 @@ def lora_layers(
 def adapted(model: Any, result: FinetuneResult) -> Iterator[Any]:
     """Run ``model`` through the adapter of ``result`` inside the block; the base model's
     outputs return bit for bit on exit."""
+    if standin.is_standin(model):  # a dry run: another identity inside the block
+        with model.adapter(result.fingerprint):
+            yield model
+        return
     hf = hf_model(model)
     with lora_layers(hf, result.config, result.lora_state):
         hf.eval()
