@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-
 from personavec.core.batching import BatchSize, plan_batches, run_splitting
-from personavec.core.models import residual_blocks
 from personavec.core.steering import active, apply_in_trace
 from personavec.core.vectors import VARIANTS
 from personavec.io.results import progress
+
+from personavec.core import standin
+from personavec.core.models import residual_blocks
 
 
 def encode_pairs(
@@ -90,6 +91,13 @@ def capture_means(
     responses = list(responses) if responses is not None else [""] * len(prompts)
     if len(responses) != len(prompts):
         raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+    texts = [*prompts, *responses]
+    fake = standin.seam(
+        model, "capture", len(prompts), sum(map(standin.tokens, texts)),
+        lambda: model.activations(texts, variants, len(prompts)),
+    )  # fmt: skip
+    if fake is not None:  # a dry run: placeholder activations
+        return fake
     tok = model.tokenizer
     blocks = residual_blocks(model)
     n_layers = len(blocks)
