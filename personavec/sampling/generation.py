@@ -11,19 +11,21 @@ import hashlib
 import json
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
-
-from personavec.core.activations import pad_pairs
 from personavec.core.batching import BatchSize, buckets, generation_batch_size, run_splitting
-from personavec.core.models import chat_prompt, has_adapter, model_identity
 from personavec.core.steering import active, apply_in_trace
 from personavec.io.results import check_count
 from personavec.sampling.engines import prompt_seeds
+from tqdm.auto import tqdm
+
+from personavec.core import standin
+from personavec.core.activations import pad_pairs
+from personavec.core.models import chat_prompt, has_adapter, model_identity
 
 if TYPE_CHECKING:
     from personavec.sampling.engines import Engine
@@ -129,6 +131,13 @@ def _run_batches(
     else:
         size = generation_batch_size(model, lengths, max_new_tokens, batch_size)
     batches = [b for b in buckets(lengths, size) if not skip(b)]
+    settings = partial(_settings_key, model, engine, seed=seed, temperature=temperature)
+    fake = standin.generated(
+        model, batches, lengths, seed_keys, max_new_tokens, settings, engine is not None
+    )
+    if fake is not None:  # a dry run: placeholder answers
+        yield from fake
+        return
 
     def local(idx: list[int]) -> list[str]:
         blob = "\x00".join(seed_keys[i] for i in idx)
