@@ -18,15 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
-
-from personavec.core.models import (
-    chat_prompt,
-    check_layer,
-    hf_model,
-    model_device,
-    model_identity,
-)
 from personavec.core.steering import Intervention, hook_edits
 from personavec.core.vectors import PersonaVector
 from personavec.io.datasets import Sample
@@ -42,6 +33,16 @@ from personavec.sections.lora import (
     write_log,
 )
 from personavec.sections.monitoring import prompt_last_means
+from tqdm.auto import tqdm
+
+from personavec.core import standin
+from personavec.core.models import (
+    chat_prompt,
+    check_layer,
+    hf_model,
+    model_device,
+    model_identity,
+)
 
 
 def _encode(tok: Any, samples: Sequence[Sample], max_length: int) -> list[tuple[list[int], int]]:
@@ -208,6 +209,14 @@ def finetune(
         (path / LOG_FILE).unlink(missing_ok=True)
     tok, hf = model.tokenizer, hf_model(model)
     encoded, held = _split(_encode(tok, samples, config.max_length), config)
+    steps, per_step = _total_steps(len(encoded), config), config.batch_size * config.grad_accum
+    mean = sum(len(s) for s, _ in encoded) / len(encoded)
+    standin.record(model, "finetune", len(encoded), round(mean * steps * per_step), steps=steps,
+                   sequences=steps * per_step)  # fmt: skip
+    if standin.is_standin(model):  # a dry run: nothing trained
+        return FinetuneResult(
+            [1.0] * steps, {}, config, len(samples), steer_meta, path, fingerprint
+        )
     device = model_device(hf)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     total = _total_steps(len(encoded), config)
