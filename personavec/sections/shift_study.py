@@ -11,7 +11,6 @@ from typing import Any
 
 import pandas as pd
 import torch
-
 from personavec.core.batching import BatchSize
 from personavec.core.steering import Intervention, steer
 from personavec.core.vectors import PersonaVector
@@ -20,16 +19,18 @@ from personavec.io.datasets import Sample
 from personavec.io.results import atomic_write, check_name
 from personavec.io.traits import Trait
 from personavec.sampling.evaluation import eval_rows, score_cache
-from personavec.sampling.generation import chat_prompt, generate, row_prompts
 from personavec.sampling.judges import (
     answer_logprobs,
     judge_answers,
     make_coherence_judge,
     make_judge,
 )
-from personavec.sections.finetuning import finetune, trait_shifts
 from personavec.sections.lora import FinetuneResult, LoraConfig, adapted
 from personavec.sections.monitoring import prompt_last_means
+
+from personavec.core import standin
+from personavec.sampling.generation import chat_prompt, generate, row_prompts
+from personavec.sections.finetuning import finetune, trait_shifts
 
 
 def capability_nll(model: Any, n: int = 16, seed: int = 12345, *, steered: bool = False) -> float:
@@ -38,6 +39,10 @@ def capability_nll(model: Any, n: int = 16, seed: int = 12345, *, steered: bool 
     problems = arithmetic_problems(n, seed)
     tok = model.tokenizer
     prompts = [chat_prompt(tok, None, p.prompt) for p in problems]
+    texts = prompts + [p.response for p in problems]
+    fake = standin.seam(model, "capability", n, sum(map(standin.tokens, texts)), lambda: 1.0)
+    if fake is not None:  # a dry run
+        return fake
     lps = answer_logprobs(model, prompts, [p.response for p in problems], steered=steered)
     return -sum(lp for lp, _ in lps) / max(1, sum(k for _, k in lps))
 
