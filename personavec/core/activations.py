@@ -11,13 +11,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+from personavec.core import standin
 from personavec.core.batching import BatchSize, plan_batches, run_splitting
+from personavec.core.models import residual_blocks
 from personavec.core.steering import active, apply_in_trace
 from personavec.core.vectors import VARIANTS
 from personavec.io.results import progress
-
-from personavec.core import standin
-from personavec.core.models import residual_blocks
 
 
 def encode_pairs(

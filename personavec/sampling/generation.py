@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
-from personavec.core.batching import BatchSize, buckets, generation_batch_size, run_splitting
-from personavec.core.steering import active, apply_in_trace
-from personavec.io.results import check_count
-from personavec.sampling.engines import prompt_seeds
 from tqdm.auto import tqdm
 
 from personavec.core import standin
 from personavec.core.activations import pad_pairs
+from personavec.core.batching import BatchSize, buckets, generation_batch_size, run_splitting
 from personavec.core.models import chat_prompt, has_adapter, model_identity
+from personavec.core.steering import active, apply_in_trace
+from personavec.io.results import check_count
+from personavec.sampling.engines import prompt_seeds
 
 if TYPE_CHECKING:
     from personavec.sampling.engines import Engine

@@ -18,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
+
+from personavec.core import standin
+from personavec.core.models import (
+    chat_prompt,
+    check_layer,
+    hf_model,
+    model_device,
+    model_identity,
+)
 from personavec.core.steering import Intervention, hook_edits
 from personavec.core.vectors import PersonaVector
 from personavec.io.datasets import Sample
@@ -33,16 +43,6 @@ from personavec.sections.lora import (
     write_log,
 )
 from personavec.sections.monitoring import prompt_last_means
-from tqdm.auto import tqdm
-
-from personavec.core import standin
-from personavec.core.models import (
-    chat_prompt,
-    check_layer,
-    hf_model,
-    model_device,
-    model_identity,
-)
 
 
 def _encode(tok: Any, samples: Sequence[Sample], max_length: int) -> list[tuple[list[int], int]]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 import torch
+
+from personavec.core import standin
 from personavec.core.batching import BatchSize
 from personavec.core.steering import Intervention, steer
 from personavec.core.vectors import PersonaVector
@@ -19,18 +21,16 @@ from personavec.io.datasets import Sample
 from personavec.io.results import atomic_write, check_name
 from personavec.io.traits import Trait
 from personavec.sampling.evaluation import eval_rows, score_cache
+from personavec.sampling.generation import chat_prompt, generate, row_prompts
 from personavec.sampling.judges import (
     answer_logprobs,
     judge_answers,
     make_coherence_judge,
     make_judge,
 )
+from personavec.sections.finetuning import finetune, trait_shifts
 from personavec.sections.lora import FinetuneResult, LoraConfig, adapted
 from personavec.sections.monitoring import prompt_last_means
-
-from personavec.core import standin
-from personavec.sampling.generation import chat_prompt, generate, row_prompts
-from personavec.sections.finetuning import finetune, trait_shifts
 
 
 def capability_nll(model: Any, n: int = 16, seed: int = 12345, *, steered: bool = False) -> float:
