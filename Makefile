@@ -51,11 +51,16 @@ unit: setup
 	$(PY) -m pytest tests -q
 
 # nbmake runs each notebook at its CI-sized defaults: the committed notebooks hold the full run's
-# papermill-injected parameters cell, so they are tested as copies without it
+# papermill-injected parameters cell, so they are tested as copies without it. Each notebook logs
+# the library's calls ($$PERSONAVEC_CALL_LOG); the dry-run planner must count the same calls.
 notebooks-test: setup
-	@tmp=$$(mktemp -d); mkdir $$tmp/notebooks; \
+	@tmp=$$(mktemp -d); mkdir $$tmp/notebooks $$tmp/calls; \
 	$(PY) -c "import nbformat, pathlib, sys; src, dst = map(pathlib.Path, sys.argv[1:]); [nbformat.write(nb, dst / p.name) for p in sorted(src.glob('[0-9]*.ipynb')) for nb in [nbformat.read(p, 4)] if not nb.cells.__setitem__(slice(None), [c for c in nb.cells if 'injected-parameters' not in c.metadata.get('tags', [])])]" notebooks $$tmp/notebooks && \
-	PERSONAVEC_ROOT=$$tmp $(PY) -m pytest --nbmake --nbmake-timeout=3600 $$tmp/notebooks -q
+	for nb in $$tmp/notebooks/*.ipynb; do \
+	  PERSONAVEC_ROOT=$$tmp PERSONAVEC_CALL_LOG=$$tmp/calls/$$(basename $$nb .ipynb).jsonl \
+	  $(PY) -m pytest --nbmake --nbmake-timeout=3600 $$nb -q || exit 1; \
+	done && \
+	$(PY) -m personavec.sections.plan --compare $$tmp/calls
 
 test: lint unit notebooks-test
 
