@@ -22,6 +22,7 @@ _API: dict[str, tuple[str, ...]] = {
         "claims_table",
         "gather",
         "readme_section",
+        "trait_gates",
         "update_readme",
         "verdict",
         "write_claims",
@@ -75,7 +76,8 @@ _API: dict[str, tuple[str, ...]] = {
     ),
     "io.stats": ("Estimate", "auc", "mean_ci", "mean_diff", "pearson", "spearman"),
     "core.steering": ("Intervention", "ablate", "steer"),
-    "sections.traitgen": ("LocalHFBackend", "generate_trait", "make_backend"),
+    "sections.traitgen": ("generate_trait",),
+    "sections.trait_backends": ("LocalHFBackend", "make_backend"),
     "io.traits": ("Trait", "TraitError", "load_trait", "load_traits", "trait_rows"),
     "core.vectors": ("PersonaVector", "load_vector"),
 }

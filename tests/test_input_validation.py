@@ -55,7 +55,7 @@ class CountingBackend:
 
 @pytest.fixture
 def backend(monkeypatch: pytest.MonkeyPatch) -> CountingBackend:
-    """The backend every ``python -m personavec.io.traits new`` in the test gets."""
+    """The backend every ``python -m personavec.sections.traitgen new`` in the test gets."""
     fake = CountingBackend()
     monkeypatch.setattr(traitgen, "make_backend", lambda *a, **k: fake)
     return fake

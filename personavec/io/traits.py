@@ -1,17 +1,8 @@
 """Trait artifacts: instruction pairs, extraction/eval questions and a judge rubric.
 
-Schema (see ``personavec/data/traits/README.md``)::
-
-    {"name", "description", "antonym", "antonym_description",
-     "instructions": [{"pos", "neg"}] * 5,
-     "extraction_questions": [str] * 20, "eval_questions": [str] * 20 (disjoint),
-     "judge_rubric": "... {question} ... {answer} ..."}
-
-The official release's format (``instruction``, ``questions``, ``eval_prompt``) is read too.
-
-A trait's ``name`` becomes part of file names (answers, vectors), so it must pass
-``personavec.io.results.check_name``. Extraction and eval questions may not overlap, compared
-without regard to case or whitespace.
+Our schema (``personavec/data/traits/README.md``) or the official release's (``instruction``,
+``questions``, ``eval_prompt``). A trait's ``name`` becomes part of file names, so it must pass
+``check_name``; extraction and eval questions may not overlap (case and spacing ignored).
 """
 
 from __future__ import annotations
@@ -65,11 +56,8 @@ class Trait:
         instruction = self.instructions[index][0 if polarity == "pos" else 1]
         return f"You are {article(who)} {who} assistant. {instruction}"
 
-    def judge_prompt(self, question: str, answer: str) -> str:
-        """The 0-100 rubric filled in for one answer."""
-        return self.judge_rubric.format(question=question, answer=answer)
-
     def to_dict(self) -> dict[str, Any]:
+        """The artifact in our schema."""
         d = asdict(self)
         d["instructions"] = [{"pos": p, "neg": n} for p, n in self.instructions]
         d["extraction_questions"] = list(self.extraction_questions)
@@ -83,7 +71,7 @@ class Trait:
 
 
 def article(word: str) -> str:
-    """'a' or 'an' (by the first letter; 'honest'-style exceptions are not handled)."""
+    """'a' or 'an' by the first letter."""
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
@@ -116,12 +104,11 @@ def _questions(
         raise _fail(source, field, "must be a list of non-empty strings")
     if n is not None and len(value) != n:
         raise _fail(source, field, f"needs exactly {n} questions, found {len(value)}")
-    seen: set[str] = set()
-    for q in value:
-        if q.strip() in seen:
-            raise _fail(source, field, f"contains duplicate questions: {q.strip()!r}")
-        seen.add(q.strip())
-    return tuple(q.strip() for q in value)
+    stripped = tuple(q.strip() for q in value)
+    for i, q in enumerate(stripped):
+        if q in stripped[:i]:
+            raise _fail(source, field, f"contains duplicate questions: {q!r}")
+    return stripped
 
 
 def question_key(question: str) -> str:
@@ -132,8 +119,7 @@ def question_key(question: str) -> str:
 def _check_disjoint(
     extraction: Sequence[str], evaluation: Sequence[str], source: str, field: str, other: str
 ) -> None:
-    """TraitError naming the eval questions that repeat an extraction question (any case or
-    spacing); ``field``/``other`` name the two sets as the file calls them."""
+    """TraitError naming the eval questions (``field``) that repeat one of ``other``."""
     taken = {question_key(q) for q in extraction}
     overlap = [q for q in evaluation if question_key(q) in taken]
     if overlap:
@@ -157,18 +143,11 @@ def _check_rubric(rubric: str, source: str, field: str) -> None:
         raise _fail(source, field, "must contain both {question} and {answer}")
 
 
-def trait_from_dict(d: Any, source: str = "<dict>", *, strict: bool = True) -> Trait:
-    """Validate a trait artifact dict (our schema or the official one) and build a ``Trait``.
-
-    ``strict`` enforces exactly 5 pairs and 20 + 20 questions; generated or official artifacts
-    may be read with ``strict=False`` (at least one of each). ``name`` must pass
-    ``personavec.io.results.check_name`` (it becomes part of file names).
-    """
-    return _build(d, source, strict=strict)
-
-
-def _build(d: Any, source: str, *, strict: bool, eval_source: str | None = None) -> Trait:
-    """``trait_from_dict``; ``eval_source`` names the file the eval questions came from."""
+def trait_from_dict(
+    d: Any, source: str = "<dict>", *, strict: bool = True, eval_source: str | None = None
+) -> Trait:
+    """A validated ``Trait`` from a dict in either schema; ``strict``: exactly 5 pairs and
+    20 + 20 questions; ``eval_source`` names the file the eval questions came from."""
     if not isinstance(d, dict):
         raise TraitError(f"{source}: top level must be a JSON object")
     if "instruction" in d and "instructions" not in d:
@@ -183,22 +162,15 @@ def _build(d: Any, source: str, *, strict: bool, eval_source: str | None = None)
     for i, pair in enumerate(pairs):
         if not isinstance(pair, dict):
             raise _fail(source, f"instructions[{i}]", "must be an object with 'pos' and 'neg'")
-        parsed.append(
-            (
-                _str(pair, "pos", f"{source} instructions[{i}]"),
-                _str(pair, "neg", f"{source} instructions[{i}]"),
-            )
-        )
+        where = f"{source} instructions[{i}]"
+        parsed.append((_str(pair, "pos", where), _str(pair, "neg", where)))
     n = N_QUESTIONS if strict else None
     extraction = _questions(d, "extraction_questions", source, n)
-    if eval_source is None:
-        evaluation = _questions(d, "eval_questions", source, n)
-        _check_disjoint(extraction, evaluation, source, "eval_questions", "extraction_questions")
-    else:
-        evaluation = _questions(d, "eval_questions", eval_source, n, field="questions")
-        _check_disjoint(
-            extraction, evaluation, eval_source, "questions", f"{source} 'extraction_questions'"
-        )
+    where, field, other = (source, "eval_questions", "extraction_questions")
+    if eval_source is not None:
+        where, field, other = (eval_source, "questions", f"{source} 'extraction_questions'")
+    evaluation = _questions(d, "eval_questions", where, n, field=field)
+    _check_disjoint(extraction, evaluation, where, field, other)
     rubric = _str(d, "judge_rubric", source)
     _check_rubric(rubric, source, "judge_rubric")
     return Trait(
@@ -271,17 +243,16 @@ def shipped_traits() -> list[str]:
 
 
 def load_trait(name_or_path: str | Path, eval_path: str | Path | None = None) -> Trait:
-    """Load a shipped trait by name, or any artifact file by path (ours or official format).
-
-    Args:
-        name_or_path: ``"evil"`` or ``"path/to/trait.json"``.
-        eval_path: for the official release, the ``trait_data_eval`` file whose questions become
-            the evaluation set (otherwise the official file's questions are split in half).
-    """
+    """A shipped trait by name, or an artifact file by path; ``eval_path``: a file whose
+    ``questions`` are the eval set (else an official file's questions are split in half)."""
     path = Path(name_or_path)
     if not path.suffix:
         candidate = TRAITS_DIR / f"{name_or_path}.json"
-        if not _is_name(str(name_or_path)) or not candidate.exists():
+        try:
+            known = candidate.exists() and bool(check_name(str(name_or_path)))
+        except ValueError:
+            known = False
+        if not known:
             raise TraitError(
                 f"unknown trait {str(name_or_path)!r}: shipped traits are "
                 f"{', '.join(shipped_traits())}; or pass a path to a .json artifact"
@@ -289,27 +260,18 @@ def load_trait(name_or_path: str | Path, eval_path: str | Path | None = None) ->
         path = candidate
     data = _read_json(path, "trait file")
     if eval_path is None:
-        return _build(data, str(path), strict=True)
+        return trait_from_dict(data, str(path), strict=True)
     evaluation = _read_json(Path(eval_path), "eval file")
     if not isinstance(evaluation, dict):
         raise TraitError(f"{eval_path}: top level must be a JSON object with 'questions'")
     questions = _questions(evaluation, "questions", str(eval_path), None)
     if isinstance(data, dict):
         data = {**data, "eval_questions": list(questions)}
-    return _build(data, str(path), strict=True, eval_source=str(eval_path))
-
-
-def _is_name(text: str) -> bool:
-    try:
-        check_name(text)
-    except ValueError:
-        return False
-    return True
+    return trait_from_dict(data, str(path), strict=True, eval_source=str(eval_path))
 
 
 def _read_json(path: Path, what: str) -> Any:
-    """Parsed JSON of ``path`` (UTF-8, a leading byte-order mark allowed); any failure (missing,
-    unreadable, not UTF-8, bad JSON) is a TraitError naming the file."""
+    """Parsed JSON of ``path`` (UTF-8, a byte-order mark allowed); TraitError naming the file."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -336,8 +298,7 @@ OFFICIAL_EXTRACT, OFFICIAL_EVAL = "trait_data_extract", "trait_data_eval"
 
 
 def official_pair(folder: str | Path, name: str) -> tuple[Path, Path]:
-    """(extract file, eval file) of trait ``name`` in a folder of the official release's layout
-    (``<folder>/trait_data_extract/<name>.json`` and ``<folder>/trait_data_eval/<name>.json``)."""
+    """(extract file, eval file) of trait ``name`` in a folder of the official layout."""
     root = Path(folder)
     if not root.is_dir():
         raise TraitError(f"trait_data {root}: no such folder (expected the official layout)")
@@ -356,16 +317,9 @@ def load_traits(
     names: str | Sequence[str | Path | Sequence[str | Path]],
     trait_data: str | Path | None = None,
 ) -> dict[str, Trait]:
-    """Several traits keyed by their artifact names.
-
-    Args:
-        names: shipped names or paths, as a list, a single string, or a JSON list in a string
-            (what ``papermill -p traits '["a", "b"]'`` passes). An entry may also be an official
-            ``[extract file, eval file]`` pair.
-        trait_data: a folder in the official layout (``trait_data_extract/``,
-            ``trait_data_eval/``); each name is then read from it as an (extract, eval) pair.
-            Official files get the negative persona "helpful", as in the official code.
-    """
+    """Traits by name: ``names`` is a list, one string or a JSON list in a string, of shipped
+    names, paths or ``[extract, eval]`` pairs; with ``trait_data`` (official layout) each name
+    is read from that folder."""
     if isinstance(names, str):
         text = names.strip()
         names = json.loads(text) if text.startswith("[") else [text]
@@ -389,10 +343,8 @@ def trait_rows(
     n_questions: int | None = None,
     n_instructions: int | None = None,
 ) -> pd.DataFrame:
-    """Every (pos/neg system prompt, question) row for one split, as generation input.
-
-    Columns: trait, polarity, instruction, system, question.
-    """
+    """Every (pos/neg system prompt, question) row of one split: trait, polarity, instruction,
+    system, question."""
     if split not in ("extraction", "eval"):
         raise ValueError(f"split must be 'extraction' or 'eval', got {split!r}")
     check_count(n_questions, "n_questions", optional=True)
@@ -416,11 +368,3 @@ def trait_rows(
 def save_trait(trait: Trait, path: str | Path) -> Path:
     """Write a trait artifact atomically (a temporary file renamed into place)."""
     return atomic_write(path, json.dumps(trait.to_dict(), indent=2, ensure_ascii=False) + "\n")
-
-
-if (
-    __name__ == "__main__"
-):  # the CLI lives in personavec.sections.traitgen, which imports this module
-    import importlib
-
-    raise SystemExit(importlib.import_module("personavec.sections.traitgen").main())
