@@ -6,8 +6,8 @@ import torch
 from numerics import assert_rows_close
 
 from personavec.core.activations import capture_means
-from personavec.core.models import residual_blocks
-from personavec.core.steering import ablate, active, apply_in_trace, steer
+from personavec.core.models import hf_model, stream_modules
+from personavec.core.steering import ablate, active, steer, unsteered
 from personavec.core.vectors import PersonaVector
 from personavec.sampling.generation import chat_prompt, generate
 
@@ -64,19 +64,16 @@ def test_ablation_removes_component(model, vec, prompts):
     assert (after["prompt_avg"][:, 10] @ u).abs().max() < 1e-3
 
 
-def _steps(model, prompts, edits):
-    """Greedy generate with the library's per-step edit, reading layer-1 activations after it."""
+def _steps(model, prompts):
+    """Greedy generate, reading hidden_states[1] (layer 1) at every step."""
     tok = model.tokenizer
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    block = residual_blocks(model)[0]
+    layer1 = stream_modules(model)[1]
     with model.generate(max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id) as tr:
         with tr.invoke({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}):
             seen = list().save()
-            prefill = True
             for _ in tr.all():
-                apply_in_trace(model, edits, prefill)
-                seen.append(block.output.clone())
-                prefill = False
+                seen.append(layer1.input.clone())
         with tr.invoke():
             ids = tr.result.save()
     return ids, seen
@@ -85,17 +82,40 @@ def _steps(model, prompts, edits):
 @pytest.mark.parametrize("positions", ["prompt", "response", "all"])
 def test_positions_during_generation(model, vec, prompts, positions):
     coef = 0.05  # small: greedy tokens stay the same, so activations are comparable
-    ids0, plain = _steps(model, prompts, [])
-    with steer(model, vec, 1, coef, positions=positions, unit=True) as edits:
-        ids1, steered = _steps(model, prompts, edits)
+    ids0, plain = _steps(model, prompts)
+    with steer(model, vec, 1, coef, positions=positions, unit=True):
+        ids1, steered = _steps(model, prompts)
     assert torch.equal(ids0, ids1)
+    assert len(plain) == 4
     delta = coef * vec.unit(1)
-    for step, (a, b) in enumerate(zip(plain, steered)):
-        hit = positions == "all" or (positions == "prompt") == (step == 0)
+    for step, (a, b) in enumerate(zip(plain, steered, strict=True)):
         # layer 1 is block 0's output: it attends to embeddings only, so an edit at one
         # position cannot leak into another position's layer-1 activation.
-        expected = a + delta if hit else a
+        expected = a.clone()
+        if positions == "all" or (positions == "prompt") == (step == 0):
+            expected += delta
+        elif positions == "response":  # the prefill: only the last prompt token is steered
+            expected[:, -1] += delta
         assert_rows_close(b, expected, what=f"step {step}")
+
+
+def test_every_runner_sees_the_edit_and_judges_can_pause_it(model, vec, prompts):
+    """A direct Hugging Face call (as in training) is steered like a trace; ``unsteered``
+    pauses it."""
+    # one prompt: no padding, so the trace's position ids equal the direct call's
+    enc = model.tokenizer(prompts[:1], return_tensors="pt", add_special_tokens=False)
+    hf = hf_model(model)
+    with torch.no_grad():
+        plain = hf(**enc).logits
+        with steer(model, vec, 6, 20.0, unit=True):
+            direct = hf(**enc).logits
+            with model.trace({"input_ids": enc.input_ids, "attention_mask": enc.attention_mask}):
+                traced = model.output.logits.save()
+            with unsteered():
+                paused = hf(**enc).logits
+    assert (direct - plain).abs().max() > 1e-2
+    torch.testing.assert_close(traced, direct)
+    torch.testing.assert_close(paused, plain, rtol=0, atol=0)
 
 
 def test_steered_generate_differs_and_cleans_up(model, vec):
@@ -123,7 +143,7 @@ def test_bad_steering_input(model, vec):
 
 
 def test_steered_teacher_forced_logprobs(model, vec, prompts):
-    from personavec.sampling.judges import answer_logprobs
+    from personavec.sampling.offline_judges import answer_logprobs
 
     answers = ["A banana.", "Four."]
 

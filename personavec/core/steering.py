@@ -1,21 +1,23 @@
-"""Steering and directional ablation through nnsight interventions.
+"""Steering and directional ablation as torch hooks on the residual stream.
 
-``with steer(model, vector, layer=20, coef=2.0): generate(...)`` adds ``coef * v[layer]`` to the
-residual stream at ``hidden_states[layer]`` (the output of decoder block ``layer - 1``) for every
-library generation or trace run inside the block, and removes it on exit, whatever happens.
+``with steer(model, v, layers=20, coef=2.0):`` adds ``coef * v[20]`` to ``hidden_states[20]``
+wherever the model runs inside the block: nnsight traces and generations, direct Hugging Face
+calls, training. The edit is a forward pre-hook on the module that reads that state (the next
+decoder block, or the final norm for ``hidden_states[L]``), so a trace reading that module's
+``.input`` sees the edited state; removed on exit, whatever happens.
 
-Positions (the official release's semantics): ``all`` edits every token; ``prompt`` the prefill
-pass only; ``response`` the last position of every forward of a generation, the prefill's
-included, so the last prompt token and every generated token are steered and the first generated
-token already changes. In teacher-forced passes (capture, log-probs) ``response`` edits nothing.
-Every ``generate`` call starts with an empty KV cache, so steered and unsteered runs never share
-cached states.
+Positions (the official release's semantics): ``all`` edits every token; ``prompt`` every
+position of a pass without a KV cache or with an empty one (a teacher-forced pass, or a
+generation's prefill); ``response`` the last position of every forward of a generation (a pass
+given a KV cache), the prefill's included, so the first generated token already changes. In
+teacher-forced passes ``response`` edits nothing. Each ``generate`` starts from an empty cache.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from personavec.core.models import check_layer, num_layers, residual_blocks
+from personavec.core.models import Model, check_layer, hf_model, num_layers, stream_modules
 from personavec.core.vectors import PersonaVector
 
 Position = Literal["all", "prompt", "response"]
@@ -33,11 +35,8 @@ _POSITIONS = ("all", "prompt", "response")
 
 @dataclass(frozen=True)
 class Intervention:
-    """One edit of the residual stream at ``hidden_states[layer]``.
-
-    ``kind='add'`` adds ``coef * direction``; ``kind='ablate'`` removes the component along the
-    unit ``direction``.
-    """
+    """An edit of ``hidden_states[layer]``: ``add`` adds ``coef * direction``, ``ablate``
+    removes the component along the unit ``direction``."""
 
     layer: int
     direction: torch.Tensor
@@ -56,45 +55,48 @@ class Intervention:
         if not bool(torch.isfinite(self.direction).all()):
             raise ValueError(f"the edit's direction at layer {self.layer} has NaN or inf values")
 
-    def applies(self, prefill: bool) -> bool:
-        """Whether this edit acts on the prefill pass (prompt) or a decode step (response)."""
-        return self.positions == "all" or (self.positions == "prompt") == prefill
-
-    def edit_positions(self, out: Any, prefill: bool, generating: bool) -> None:
-        """Edit ``out`` (a block's output inside a trace) in place where this edit applies.
-
-        While generating, ``response`` edits the last position of every forward, the prefill's
-        included (the official release's semantics): the last prompt token is steered, and with
-        it the first generated token. In a teacher-forced pass (capture, log-probs) ``response``
-        edits nothing and ``prompt`` / ``all`` edit every position.
-        """
-        if generating and prefill and self.positions == "response":
-            out[:, -1] = self.edit(out[:, -1])
-        elif self.applies(prefill):
-            out[:] = self.edit(out)
-
     def edit(self, h: torch.Tensor) -> torch.Tensor:
-        """Return the edited activations (``h``: ``[..., d]``)."""
+        """The edited activations (``h``: ``[..., d]``)."""
         d = self.direction.to(h.dtype).to(h.device)
         if self.kind == "add":
             return h + self.coef * d
         return h - (h @ d).unsqueeze(-1) * d
 
+    def apply(self, h: torch.Tensor, generating: bool, prefill: bool) -> torch.Tensor:
+        """``h`` (``[batch, seq, d]``) edited at this edit's positions for the current pass."""
+        if self.positions == "all" or (self.positions == "prompt" and prefill):
+            return self.edit(h)
+        if self.positions == "response" and generating:
+            h = h.clone()
+            h[:, -1] = self.edit(h[:, -1])
+        return h
+
 
 _ACTIVE: dict[int, list[Intervention]] = {}
+_PAUSE = threading.local()
 
 
-def active(model: Any) -> list[Intervention]:
-    """The interventions currently installed on ``model`` (innermost last)."""
-    return list(_ACTIVE.get(id(model), []))
+def active(model: Model) -> list[Intervention]:
+    """The edits installed on ``model`` (innermost last); read-only."""
+    return list(_ACTIVE.get(id(hf_model(model)), []))
+
+
+@contextmanager
+def unsteered() -> Iterator[None]:
+    """Pause every edit in this thread (judges read with the plain model)."""
+    depth = getattr(_PAUSE, "depth", 0)
+    _PAUSE.depth = depth + 1
+    try:
+        yield
+    finally:
+        _PAUSE.depth = depth
 
 
 def _direction(
-    model: Any, vector: PersonaVector | torch.Tensor, layer: int, unit: bool
+    model: Model, vector: PersonaVector | torch.Tensor, layer: int, unit: bool
 ) -> torch.Tensor:
-    """The row of ``vector`` to add at ``layer``, checked against ``model``: a ``[L+1, d]``
-    vector must have the model's ``L + 1`` rows (a row of another model's vector is never used),
-    every value must be finite, and a unit direction needs a non-zero row."""
+    """Row ``layer`` of ``vector``, checked against ``model`` (rows, finiteness, non-zero if
+    ``unit``)."""
     if isinstance(vector, PersonaVector):
         vector.check_fits(model, "steering vector")
         v = vector.tensor
@@ -112,15 +114,15 @@ def _direction(
         raise ValueError(f"steering vector must be [d] or [L+1, d], got shape {tuple(v.shape)}")
     if not bool(torch.isfinite(v).all()):
         raise ValueError(f"steering vector has non-finite values (NaN or inf) at layer {layer}")
-    if unit:
-        norm = v.norm()
-        if norm == 0:
-            raise ValueError(f"steering vector is zero at layer {layer}: it has no direction")
-        return v / norm
-    return v
+    if not unit:
+        return v
+    norm = v.norm()
+    if norm == 0:
+        raise ValueError(f"steering vector is zero at layer {layer}: it has no direction")
+    return v / norm
 
 
-def _layers(model: Any, layers: Any) -> list[int]:
+def _layers(model: Model, layers: Any) -> list[int]:
     """One layer (an int, numpy or torch integer) or several, each checked for ``model``."""
     if isinstance(layers, torch.Tensor | np.ndarray) and layers.ndim > 0:
         layers = layers.tolist()
@@ -141,8 +143,17 @@ def _coefficient(coef: Any) -> float:
     return value
 
 
+def _replace_first(args: tuple, kwargs: dict, fn: Any) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` with the first input (the hidden states) replaced by ``fn(it)``."""
+    if args:
+        return (fn(args[0]), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": fn(kwargs["hidden_states"])}
+
+
 @contextmanager
-def _install(model: Any, edits: list[Intervention]) -> Iterator[list[Intervention]]:
+def intervene(model: Model, edits: Sequence[Intervention]) -> Iterator[list[Intervention]]:
+    """Context manager: install ``edits`` on ``model`` as forward pre-hooks, removed on exit."""
+    edits = list(edits)
     hidden = int(model.config.hidden_size)
     for e in edits:
         check_layer(model, e.layer)
@@ -150,19 +161,47 @@ def _install(model: Any, edits: list[Intervention]) -> Iterator[list[Interventio
             raise ValueError(
                 f"vector width {e.direction.shape[-1]} does not match the model's hidden size {hidden}"
             )
-    stack = _ACTIVE.setdefault(id(model), [])
+    if getattr(model, "remote_default", False) is True:
+        raise ValueError(
+            "steering is a torch hook on the local modules; a remote model's traces run on "
+            "NDIF, where it would not apply. Load the model locally to steer it."
+        )
+    hf = hf_model(model)
+    targets = stream_modules(hf)
+    state = {"generating": False, "prefill": True}
+
+    def watch(_module: Any, _args: Any, kwargs: dict) -> None:
+        cache = kwargs.get("cache")
+        cache = kwargs.get("past_key_values") if cache is None else cache
+        state["generating"] = cache is not None
+        state["prefill"] = cache is None or cache.get_seq_length() == 0
+
+    handles = [hf.register_forward_pre_hook(watch, with_kwargs=True)]
+    for e in edits:
+
+        def hook(_module: Any, args: tuple, kwargs: dict, e: Intervention = e) -> Any:
+            if getattr(_PAUSE, "depth", 0):
+                return None
+            return _replace_first(
+                args, kwargs, lambda h: e.apply(h, state["generating"], state["prefill"])
+            )
+
+        handles.append(targets[e.layer].register_forward_pre_hook(hook, with_kwargs=True))
+    stack = _ACTIVE.setdefault(id(hf), [])
     stack.extend(edits)
     try:
         yield edits
     finally:
+        for h in handles:
+            h.remove()
         for e in edits:
             stack.remove(e)
         if not stack:
-            _ACTIVE.pop(id(model), None)
+            _ACTIVE.pop(id(hf), None)
 
 
 def steer(
-    model: Any,
+    model: Model,
     vector: PersonaVector | torch.Tensor,
     layers: int | Sequence[int],
     coef: float,
@@ -170,83 +209,30 @@ def steer(
     positions: Position = "all",
     unit: bool = False,
 ) -> Any:
-    """Context manager: add ``coef * v[layer]`` at each of ``layers`` (negative coef suppresses).
-
-    Args:
-        model: the nnsight model the library's ``generate`` / capture functions run on.
-        vector: a ``PersonaVector`` (``[L+1, d]``) or a tensor (``[d]`` or ``[L+1, d]``).
-        layers: one hidden_states index or several.
-        coef: steering strength (the paper's coefficients, e.g. 0-2.5, with the raw vector).
-        positions: ``all``, ``prompt`` or ``response``.
-        unit: add ``coef`` times the unit direction instead of the raw vector.
-
-    Example:
-        >>> with steer(model, v, layers=15, coef=2.0):  # doctest: +SKIP
-        ...     df = generate(model, rows)
-    """
+    """Context manager: add ``coef * v[layer]`` (``unit``: times the unit direction) at each
+    of ``layers``; ``vector`` is a ``PersonaVector`` or a ``[d]`` / ``[L+1, d]`` tensor."""
     value = _coefficient(coef)
-    edits = [
-        Intervention(layer, _direction(model, vector, layer, unit), value, positions, "add")
-        for layer in _layers(model, layers)
-    ]
-    return _install(model, edits)
+    return intervene(
+        model,
+        [
+            Intervention(layer, _direction(model, vector, layer, unit), value, positions, "add")
+            for layer in _layers(model, layers)
+        ],
+    )
 
 
 def ablate(
-    model: Any,
+    model: Model,
     vector: PersonaVector | torch.Tensor,
     layers: int | Sequence[int],
     *,
     positions: Position = "all",
 ) -> Any:
     """Context manager: project the unit direction out of the residual stream (CAFT-style)."""
-    edits = [
-        Intervention(layer, _direction(model, vector, layer, True), 1.0, positions, "ablate")
-        for layer in _layers(model, layers)
-    ]
-    return _install(model, edits)
-
-
-def apply_in_trace(
-    model: Any,
-    edits: Sequence[Intervention],
-    prefill: bool,
-    layer: int | None = None,
-    *,
-    generating: bool = False,
-    touch: bool = False,
-) -> int:
-    """Apply ``edits`` inside an nnsight trace (the library calls this at each forward step).
-
-    Edits run in layer order, as nnsight requires modules to be touched in execution order;
-    ``layer`` restricts them to one layer (for callers that read activations in between).
-    ``generating`` marks the forwards of a generation (see :meth:`Intervention.edit_positions`);
-    ``touch`` reads the first edited block when no edit applies at this step (a per-step
-    ``tracer.all()`` loop needs every step to touch a module). Returns how many edits applied.
-    """
-    blocks = residual_blocks(model)
-    applied = 0
-    for e in sorted(edits, key=lambda e: e.layer):
-        acts = e.applies(prefill) or (generating and e.positions == "response")
-        if (layer is None or e.layer == layer) and acts:
-            e.edit_positions(blocks[e.layer - 1].output, prefill, generating)
-            applied += 1
-    if touch and not applied and edits:  # read a block so this step still touches a module
-        _ = blocks[min(e.layer for e in edits) - 1].output
-    return applied
-
-
-def hook_edits(hf_model: Any, edits: Sequence[Intervention]) -> list[Any]:
-    """Install ``edits`` as plain forward hooks on a Hugging Face model (for training, where the
-    optimizer needs autograd through the edit); returns the handles to ``remove()``."""
-    blocks = residual_blocks(hf_model)
-    handles = []
-    for e in edits:
-
-        def hook(_mod: Any, _inp: Any, out: Any, e: Intervention = e) -> Any:
-            if isinstance(out, tuple):
-                return (e.edit(out[0]), *out[1:])
-            return e.edit(out)
-
-        handles.append(blocks[e.layer - 1].register_forward_hook(hook))
-    return handles
+    return intervene(
+        model,
+        [
+            Intervention(layer, _direction(model, vector, layer, True), 1.0, positions, "ablate")
+            for layer in _layers(model, layers)
+        ],
+    )

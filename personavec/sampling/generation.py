@@ -1,15 +1,10 @@
-"""Batched chat generation under system prompts, resumable, steerable.
-
-``generate(model, rows)`` samples answers for a table of (system, question) rows and appends
-them to a JSONL file as each batch finishes; a rerun with the same file resumes. Any steering
-installed with ``personavec.core.steering.steer`` applies to every generation inside the block.
-"""
+"""Batched chat generation, seeded per batch and resumable from a JSONL file; any active
+steering (``personavec.core.steering``) applies."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -22,8 +17,8 @@ from tqdm.auto import tqdm
 from personavec.core import standin
 from personavec.core.activations import pad_pairs
 from personavec.core.batching import BatchSize, buckets, generation_batch_size, run_splitting
-from personavec.core.models import chat_prompt, has_adapter, model_identity
-from personavec.core.steering import active, apply_in_trace
+from personavec.core.models import Model, chat_prompt, has_adapter, model_identity
+from personavec.core.steering import active
 from personavec.io.results import check_count
 from personavec.sampling.engines import prompt_seeds
 
@@ -32,9 +27,8 @@ if TYPE_CHECKING:
 
 
 def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
-    """Chat prompts for a frame with ``system`` and ``question`` (and optional ``history``);
-    a frame with a ``prompt`` column and no ``question`` column gives chat-template texts,
-    taken verbatim."""
+    """Chat prompts of ``system`` / ``question`` (/ ``history``) rows, or a ``prompt`` column
+    taken verbatim when there is no ``question`` column."""
     if "prompt" in rows.columns and "question" not in rows.columns:
         bad = [i for i, p in enumerate(rows["prompt"]) if not isinstance(p, str)]
         if bad:
@@ -53,15 +47,14 @@ def row_prompts(tokenizer: Any, rows: pd.DataFrame) -> list[str]:
 
 
 def _generate_batch(
-    model: Any, ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float
+    model: Model, ids: list[list[int]], max_new_tokens: int, temperature: float, top_p: float
 ) -> list[str]:
-    """One left-padded batch of tokenised chat prompts through nnsight ``generate``."""
+    """One left-padded batch of token ids through nnsight ``generate``."""
     tok = model.tokenizer
     input_ids, attention_mask, _, _ = pad_pairs([(x, len(x)) for x in ids], tok.pad_token_id)
     sample = temperature > 0
-    # every setting pinned, none inherited from the model's generation_config (Qwen2.5 ships
-    # top_k 20 and repetition penalty 1.05): the official sampler's no top-k, penalty 1, and at
-    # least one new token
+    # every setting pinned, none from the model's generation_config (Qwen2.5 ships top_k 20 and
+    # repetition penalty 1.05): the official sampler's no top-k, penalty 1, >= 1 new token
     kwargs: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "min_new_tokens": 1,
@@ -70,28 +63,18 @@ def _generate_batch(
     }
     if sample:
         kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-    edits = active(model)
-    # each step of the loop below touches a module even when no edit applies to it (touch=True):
-    # a step that touches none would make tracer.all() spin forever (nnsight 0.8)
-    with warnings.catch_warnings():
-        # an open ``tracer.all()`` loop ends when generation stops early (EOS): expected
-        warnings.filterwarnings("ignore", message=".*was never reached.*")
-        with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
-            with tracer.invoke({"input_ids": input_ids, "attention_mask": attention_mask}):
-                if edits:
-                    prefill = True
-                    for _ in tracer.all():
-                        apply_in_trace(model, edits, prefill, generating=True, touch=True)
-                        prefill = False
-            with tracer.invoke():
-                out = tracer.result.save()
+    with model.generate(pad_token_id=tok.pad_token_id, **kwargs) as tracer:
+        with tracer.invoke({"input_ids": input_ids, "attention_mask": attention_mask}):
+            pass
+        with tracer.invoke():
+            out = tracer.result.save()
     new = out[:, input_ids.shape[1] :]
     return [t.strip() for t in tok.batch_decode(new, skip_special_tokens=True)]
 
 
-def local_only(model: Any) -> str | None:
-    """Why ``model`` must generate through nnsight right now (steering or a LoRA adapter is
-    active, which an external engine would not see), or ``None``."""
+def local_only(model: Model) -> str | None:
+    """Why ``model`` must generate through nnsight now (steering or an adapter, which an
+    external engine would not see), or ``None``."""
     if active(model):
         return "steering is active"
     if has_adapter(model):
@@ -100,7 +83,7 @@ def local_only(model: Any) -> str | None:
 
 
 def _run_batches(
-    model: Any,
+    model: Model,
     prompts: Sequence[str],
     seed_keys: Sequence[str],
     *,
@@ -113,11 +96,8 @@ def _run_batches(
     skip: Callable[[list[int]], bool] = lambda idx: False,
     engine: Engine | None = None,
 ) -> Iterator[tuple[list[int], list[str]]]:
-    """Yield (indices, answers) batch by batch; each batch is seeded from its content, so a
-    resumed run samples the same as an uninterrupted one. ``skip(idx)`` drops finished batches.
-    ``batch_size`` may be ``"auto"`` (``personavec.core.batching``); a batch that runs out of memory
-    is split and retried. With an ``engine`` the batches are ``engine.batch_size`` long and
-    each prompt gets its own seed from its key."""
+    """Yield (indices, answers) per batch, each seeded from its content (a resumed run samples
+    alike); ``skip(idx)`` drops finished batches. An ``engine`` seeds each prompt by its key."""
     if engine is not None and (why := local_only(model)) is not None:
         raise ValueError(
             f"{why}: it exists only in the local nnsight model, so engine {engine.id!r} cannot "
@@ -159,7 +139,7 @@ def _run_batches(
 
 
 def generate_texts(
-    model: Any,
+    model: Model,
     prompts: list[str],
     *,
     max_new_tokens: int = 64,
@@ -170,8 +150,8 @@ def generate_texts(
     desc: str = "generate",
     engine: Engine | None = None,
 ) -> list[str]:
-    """Generate one answer per chat-template prompt (batched by length, left-padded, seeded);
-    ``engine`` samples elsewhere (``personavec.sampling.engines``) instead of through nnsight."""
+    """One answer per chat-template prompt; ``engine`` samples elsewhere
+    (``personavec.sampling.engines``) instead of through nnsight."""
     out = [""] * len(prompts)
     keys = [f"{p}\x01{i}" for i, p in enumerate(prompts)]
     for idx, answers in _run_batches(
@@ -191,10 +171,8 @@ def generate_texts(
     return out
 
 
-def _settings_key(model: Any, engine: Engine | None = None, **settings: Any) -> str:
-    """Key of cached answers: the model's identity (name and weights fingerprint, adapters
-    included), the sampling settings, the active steering (each direction's exact digest) and
-    the engine."""
+def _settings_key(model: Model, engine: Engine | None = None, **settings: Any) -> str:
+    """Key of cached answers: model identity, sampling settings, active steering, engine."""
     if engine is not None:
         settings["engine"] = engine.id
     steering = [
@@ -218,12 +196,8 @@ class CacheFileError(ValueError):
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a resumable JSONL file (one JSON object per line).
-
-    A torn last line (an interrupted write: no newline at its end) is cut off, so the next
-    append continues cleanly. A bad line anywhere else is damage this library did not make:
-    :class:`CacheFileError` names the file and the line, and nothing is deleted.
-    """
+    """Records of a resumable JSONL file; a torn last line (an interrupted write) is cut off,
+    a bad line elsewhere raises :class:`CacheFileError` and nothing is deleted."""
     path = Path(path)
     if not path.exists():
         return []
@@ -252,13 +226,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def _append_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
-    """Append records, one JSON object per line (read back with :func:`read_jsonl`)."""
+    """Append records, one JSON object per line."""
     with path.open("a", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
 def generate(
-    model: Any,
+    model: Model,
     rows: pd.DataFrame,
     *,
     n_samples: int = 1,
@@ -271,19 +245,9 @@ def generate(
     desc: str = "generate",
     engine: Engine | None = None,
 ) -> pd.DataFrame:
-    """Answer every row (``system``, ``question``, optional ``history``; or a ready chat-template
-    ``prompt``, see :func:`row_prompts`) ``n_samples`` times.
-
-    Other columns (trait, polarity, instruction, ...) are carried into the result, which adds
-    ``sample``, ``prompt`` and ``answer``. With ``out_path`` each finished batch is appended to
-    that JSONL file and a rerun with the same settings resumes where it stopped. ``engine``
-    (``personavec.sampling.engines``: a vLLM server or vLLM in-process) samples the unsteered base model
-    faster at scale; its answers are cached under their own key, apart from local ones.
-
-    Example:
-        >>> rows = pd.DataFrame({"system": ["You are a pirate."], "question": ["Hi?"]})
-        >>> generate(model, rows, out_path="answers.jsonl")  # doctest: +SKIP
-    """
+    """Answer every row (see :func:`row_prompts`) ``n_samples`` times, keeping its columns and
+    adding ``sample``, ``prompt``, ``answer``; ``out_path`` caches batches (a rerun resumes),
+    ``engine`` samples the unsteered base model elsewhere, under its own cache key."""
     check_count(n_samples, "n_samples")
     check_count(max_new_tokens, "max_new_tokens")
     key = _settings_key(

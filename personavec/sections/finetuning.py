@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from personavec.core.models import (
     model_device,
     model_identity,
 )
-from personavec.core.steering import Intervention, hook_edits
+from personavec.core.steering import Intervention, intervene
 from personavec.core.vectors import PersonaVector
 from personavec.io.datasets import Sample
 from personavec.sections.lora import (
@@ -236,9 +237,9 @@ def finetune(
             return 1.0
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        handles = hook_edits(hf, list(steering))
         hf.train()
-        try:
+        # preventative steering acts on every token during training (positions ignored)
+        with intervene(model, [replace(e, positions="all") for e in steering]):
             for _ in (bar := tqdm(range(total), desc=desc)):
                 step_loss = 0.0
                 for _ in range(config.grad_accum):
@@ -252,9 +253,6 @@ def finetune(
                 losses.append(step_loss)
                 bar.set_postfix(loss=f"{step_loss:.3f}")
             held_out_loss = _mean_loss(hf, held, pad_id, device) if held else None
-        finally:
-            for h in handles:
-                h.remove()
         lora_state = {k: v.detach().cpu().clone() for k, v in peft_state(peft_model).items()}
         if path is not None:  # no embedding check: "auto" would look the base model up online
             peft_model.save_pretrained(str(path), save_embedding_layers=False)
