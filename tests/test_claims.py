@@ -14,10 +14,12 @@ from personavec.io.claims import (
     gather,
     main,
     readme_section,
+    trait_gates,
     update_readme,
     verdict,
     write_claims,
 )
+from personavec.io.results import write_metrics
 from personavec.io.stats import Estimate
 
 NAN = float("nan")
@@ -114,3 +116,17 @@ def test_gather_with_no_tables(tmp_path):
     df = gather(tmp_path)
     assert df.empty and "notebook" in df.columns
     assert (tmp_path / "results/claims.csv").exists()
+
+
+def test_trait_gates_read_notebook_00(tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONAVEC_ROOT", str(tmp_path))
+    traits = ["pirate", "evil", "new"]
+    assert trait_gates(traits) == {t: True for t in traits}  # 00 has not run: all testable
+    write_metrics(
+        "00_traits",
+        {"pirate/carried": True, "pirate/judge_valid": True, "evil/carried": False,
+         "evil/judge_valid": True, "new/judge_valid": False},
+    )  # fmt: skip
+    assert trait_gates(traits) == {"pirate": True, "evil": False, "new": False}
+    only_judge = trait_gates(traits, require=("judge_valid",))
+    assert only_judge == {"pirate": True, "evil": True, "new": False}

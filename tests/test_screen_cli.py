@@ -293,7 +293,7 @@ def test_cli_bad_data_one_line_exit_2(make, needle, tmp_path, capsys, recwarn, n
 @pytest.mark.parametrize(
     ("error", "needle"),
     [
-        (UnicodeDecodeError("utf-8", b"ok\n\xe9", 3, 4, "invalid"), "line 2: not UTF-8 text"),
+        (UnicodeDecodeError("utf-8", b"ok\n\xe9", 3, 4, "invalid"), "not UTF-8 text (invalid)"),
         (IsADirectoryError(21, "Is a directory"), "cannot read the data file (Is a directory)"),
         (PermissionError(13, "Permission denied"), "cannot read the data file (Permission denied)"),
     ],

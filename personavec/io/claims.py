@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from personavec.io.results import atomic_write, project_root, results_dir
+from personavec.io.results import atomic_write, project_root, read_metrics, results_dir
 from personavec.io.stats import Estimate
 
 COLUMNS = ["claim", "paper", "estimate", "ci_low", "ci_high", "n", "p", "verdict", "note"]
@@ -71,6 +71,15 @@ class Claim:
     def verdict(self) -> str:
         """:func:`verdict` of this claim."""
         return verdict(self.estimate, self.null, self.direction, self.testable)
+
+
+def trait_gates(
+    traits: Iterable[str], require: Sequence[str] = ("carried", "judge_valid")
+) -> dict[str, bool]:
+    """Notebook 00's gate per trait: False where it marked any of ``require`` False (the model
+    does not carry the trait, or the judge cannot see it); an untested trait passes."""
+    m00 = read_metrics("00_traits")
+    return {t: all(m00.get(f"{t}/{k}") is not False for k in require) for t in traits}
 
 
 def claims_table(claims: Iterable[Claim]) -> pd.DataFrame:

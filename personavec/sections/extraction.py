@@ -1,10 +1,6 @@
-"""The extraction pipeline for one trait: generate pos/neg answers, judge, keep effective pairs,
-capture every layer once, take mean differences, and choose a layer (the math:
-:func:`effective_pairs`, :func:`extract_vectors`, :func:`layer_separation`, :func:`choose_layer`).
-
-``load_or_extract`` is what later notebooks call: it reads notebook 01's vectors from
-``results/01_extraction/vectors/`` and runs the pipeline only where they are missing.
-"""
+"""Extraction (paper §2): generate pos/neg answers, judge them, keep the effective pairs,
+capture every layer once, take mean differences and choose a layer. Later notebooks call
+``load_or_extract``, which reuses notebook 01's saved vectors while they still fit."""
 
 from __future__ import annotations
 
@@ -52,8 +48,7 @@ class Extraction:
         return self.vector.chosen_layer()
 
     def summary(self) -> dict[str, Any]:
-        """One row for a table: pairs kept, the chosen and the separation layer, the best
-        held-out separation and the mean judged trait of pos and neg answers."""
+        """One table row: pairs kept, layers, best separation, mean pos/neg trait scores."""
         meta, df = self.vector.meta, self.answers
         means = pd.to_numeric(df["trait_score"], errors="coerce").groupby(df["polarity"]).mean()
         return {
@@ -74,12 +69,8 @@ def effective_pairs(
     threshold: float = 50.0,
     coherence_min: float = 50.0,
 ) -> pd.DataFrame:
-    """Rows of the pos/neg pairs that worked: pos trait >= threshold, neg trait < 100 - threshold,
-    both coherence >= coherence_min. Pairs match on (question, instruction, sample).
-
-    ``df`` needs columns polarity, question, instruction, sample, trait_score, coherence.
-    Unscored rows (``None``) never count as effective.
-    """
+    """Rows of the pos/neg pairs (matched on question, instruction, sample) that worked: pos
+    trait >= threshold, neg trait < 100 - threshold, both coherent; unscored rows never do."""
     key = ["question", "instruction", "sample"]
     pos = df[df["polarity"] == "pos"].set_index(key)
     neg = df[df["polarity"] == "neg"].set_index(key)
@@ -104,14 +95,8 @@ def extract_vectors(
     batch_size: BatchSize = 8,
     meta: dict[str, Any] | None = None,
 ) -> tuple[dict[str, PersonaVector], dict[str, torch.Tensor], pd.DataFrame]:
-    """Persona vectors (all three variants) from judged pos/neg responses.
-
-    Keeps the effective pairs, captures every layer of each kept prompt+response in one traced
-    pass per batch, and takes mean(pos) - mean(neg) per layer and variant.
-
-    Returns:
-        ``({variant: PersonaVector}, {variant: per-sample acts [n_kept, L+1, d]}, kept rows)``.
-    """
+    """``({variant: vector}, {variant: acts [n_kept, L+1, d]}, kept rows)``: mean(pos) -
+    mean(neg) per layer and variant over the effective pairs of judged answers ``df``."""
     kept = effective_pairs(df, threshold=threshold, coherence_min=coherence_min)
     if kept.empty:
         raise ValueError(
@@ -141,12 +126,8 @@ def extract_vectors(
 def layer_separation(
     acts: torch.Tensor, is_pos: torch.Tensor, groups: Sequence[Any]
 ) -> torch.Tensor:
-    """Held-out separation per layer: Cohen's d of pos vs neg projections, cross-fitted.
-
-    Samples are split in two by ``groups`` (e.g. the question, so no question is on both
-    sides); the vector from one half projects the other half, and d is averaged over the two
-    directions. Returns ``[L+1]`` (0 for layer 0).
-    """
+    """Held-out Cohen's d of pos vs neg projections per layer ``[L+1]``, cross-fitted over two
+    halves split by ``groups`` (e.g. the question); 0 at layer 0."""
     labels = sorted(set(groups), key=str)
     half = {g: i % 2 for i, g in enumerate(labels)}
     side = torch.tensor([half[g] for g in groups])
@@ -172,12 +153,8 @@ def layer_separation(
 
 
 def choose_layer(separation: torch.Tensor, *, band: tuple[float, float] = (0.25, 0.75)) -> int:
-    """The layer with the best held-out separation inside a band of relative depth.
-
-    The paper finds middle layers the ones where steering and monitoring work; late layers
-    separate pos from neg answers well too, but mostly by the trait's surface tokens on their way
-    to the unembedding. ``band=(0, 1)`` searches every layer (1..L).
-    """
+    """The layer of best held-out separation within ``band`` of relative depth (the paper's
+    middle layers; late layers separate mostly by surface tokens)."""
     n = separation.shape[0] - 1
     lo, hi = max(1, round(band[0] * n)), min(n, round(band[1] * n))
     scores = torch.nan_to_num(separation.clone(), nan=float("-inf"))
@@ -205,16 +182,9 @@ def extract_trait(
     layer: int | None = None,
     coherence: str = "offline",
 ) -> Extraction:
-    """Run the extraction pipeline for one trait and save its vectors.
-
-    Answers go to ``out_dir/responses/<trait>.jsonl`` (resumable), judge scores to the shared
-    score cache, vectors to ``out_dir/vectors/<trait>_<variant>.safetensors`` with the chosen
-    layer in their metadata. ``out_dir`` defaults to ``results/01_extraction``. ``engine``
-    samples the answers elsewhere (``personavec.sampling.engines``: vLLM); capture stays on nnsight.
-    ``layer`` (a config's fixed layer) becomes the chosen layer; otherwise the layer of best
-    held-out separation is chosen. Both are in the metadata: ``separation_layer`` and
-    ``layer_source`` (``"config"`` or ``"separation"``).
-    """
+    """Extract one trait's vectors and save them under ``out_dir`` (``results/01_extraction``):
+    answers in ``responses/<trait>.jsonl`` (resumable), vectors in
+    ``vectors/<trait>_<variant>.safetensors``, chosen layer = ``layer`` or best separation."""
     trait = trait if isinstance(trait, Trait) else load_trait(trait)
     if layer is not None:
         layer = check_layer(model, layer)  # a bad config layer fails before any sampling
@@ -267,14 +237,8 @@ def stale_reason(
     judge: str | None = None,
     coherence: str | None = None,
 ) -> str:
-    """Why a saved vector was not made by ``model`` from ``trait`` (with ``judge`` and the
-    ``coherence`` judge), or ``""``.
-
-    A vector is reused only when its metadata names the same model (id and weights fingerprint),
-    the same trait artifact (content digest) and, when given, the same judge kinds (``offline``
-    coherence is the ``coherence`` kind; a vector saved before the kind was recorded counts as
-    offline).
-    """
+    """Why a saved vector was not made by ``model`` (id, weights) from ``trait`` (digest) with
+    the ``judge`` and ``coherence`` judge kinds, or ``""``."""
     meta = vec.meta
     wanted = {
         "model": model_id(model),
@@ -296,11 +260,8 @@ def stale_reason(
 def load_or_extract(
     model: Any, trait: Trait | str, variant: str = "response_avg", **kwargs: Any
 ) -> PersonaVector:
-    """Notebook 01's vector for ``trait``, its chosen layer as ``.layer``; extracted now if not
-    saved yet, or if the saved vector was made by another model, from another artifact or by
-    another judge (:func:`stale_reason`), or has no layer; it is then replaced, with a warning.
-    ``layer=`` (a config's fixed layer) is the returned vector's chosen layer either way; the
-    other keyword arguments go to :func:`extract_trait`."""
+    """Notebook 01's saved vector for ``trait``, or a fresh :func:`extract_trait` (with a warning)
+    when it is missing, stale (:func:`stale_reason`) or has no layer; ``layer=`` fixes its layer."""
     layer = kwargs.pop("layer", None)
     if layer is not None:
         layer = check_layer(model, layer)

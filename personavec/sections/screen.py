@@ -2,10 +2,8 @@
 
     python -m personavec.sections.screen data.jsonl --vector evil=evil.safetensors@20 --out ranked.csv
 
-Malformed input (a bad dataset line, a data file that is not UTF-8 text, a missing, corrupt or
-pickled vector file, a vector with NaN/inf values or zero at its layer, a vector that does not
-fit the model, a vector without a layer) is reported as one line on stderr naming the file, with
-exit code 2 and without a traceback; inputs are checked before the model loads.
+Bad input (data or vector files) is one line on stderr naming the file, exit code 2, checked
+before the model loads.
 """
 
 from __future__ import annotations
@@ -70,27 +68,14 @@ def _check_data(path: Path) -> None:
         raise _InputError(f"{path}: is a directory, not a data file")
     try:
         samples = read_samples(path)
-    except UnicodeDecodeError as e:
-        raise _InputError(f"{path}: {_not_utf8(path, e)}") from None
+    except UnicodeDecodeError as e:  # read_samples reports it as a DatasetError; defensive
+        raise _InputError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
     except FileNotFoundError:
         raise _InputError(f"{path}: no such data file") from None
     except OSError as e:
         raise _InputError(f"{path}: cannot read the data file ({e.strerror or e})") from None
     if not samples:
         raise _InputError(f"{path}: no samples")
-
-
-def _not_utf8(path: Path, e: UnicodeDecodeError) -> str:
-    """Where a file stops being UTF-8 (its line and byte), for the error message."""
-    try:
-        raw = path.read_bytes()
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line, bad = raw.count(b"\n", 0, err.start) + 1, raw[err.start : err.start + 1]
-        return f"line {line}: not UTF-8 text (byte {bad!r} at offset {err.start}); save it as UTF-8"
-    except OSError:
-        pass
-    return f"not UTF-8 text ({e.reason}); save it as UTF-8"
 
 
 def _one_line(e: BaseException) -> str:

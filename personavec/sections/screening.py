@@ -1,13 +1,6 @@
-"""Data screening: rank training samples by how far they push the model along a persona vector.
-
-The *projection difference* of a sample (paper §6) is the projection, on the unit persona
-vector at a layer, of the mean response-token activation of the dataset's response, minus the
-same projection for the base model's own response to the same prompt. Averaged over a dataset
-it predicts the trait shift that finetuning on it causes; per sample it ranks what to filter.
-
-Example:
-    >>> vec = load_vector("results/01_extraction/evil.safetensors", model)  # doctest: +SKIP
-    >>> screen_file("data.jsonl", model, {"evil": vec}, "ranked.csv")  # doctest: +SKIP
+"""Data screening (paper §6): rank training samples by their projection difference, the
+projection on the unit persona vector of the sample response's mean activation minus that of the
+base model's own response to the same prompt; averaged over a dataset it predicts the shift.
 """
 
 from __future__ import annotations
@@ -36,17 +29,9 @@ if TYPE_CHECKING:
 _PLACEHOLDER = "\x00personavec-user-message\x00"
 
 
-# --------------------------------------------------------------------------- prompts
-
-
 def chat_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
-    """Chat-template texts for ``prompts``; prompts already in the template are kept verbatim.
-
-    A prompt counts as templated when it contains one of the special tokens the tokenizer's
-    template writes (e.g. ``<|im_start|>``) or ends with the template's assistant header — the
-    official release's CSV files store prompts that way. Others are wrapped as a user message
-    with the template's default system prompt.
-    """
+    """Chat-template texts for ``prompts``; prompts already templated (the release's CSVs: a
+    template special token, or the assistant header at the end) are kept verbatim."""
     template = chat_prompt(tokenizer, None, _PLACEHOLDER)
     suffix = template.split(_PLACEHOLDER, 1)[1].strip()
     markers = [t for t in getattr(tokenizer, "all_special_tokens", []) if t and t in template]
@@ -55,9 +40,6 @@ def chat_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
         return any(m in p for m in markers) or bool(suffix and p.rstrip().endswith(suffix))
 
     return [p if templated(p) else chat_prompt(tokenizer, None, p) for p in prompts]
-
-
-# --------------------------------------------------------------------------- base responses
 
 
 def base_responses(
@@ -71,24 +53,8 @@ def base_responses(
     batch_size: BatchSize = 8,
     engine: Engine | None = None,
 ) -> list[str]:
-    """The model's own answer to each prompt (greedy by default), resumable.
-
-    Args:
-        model: nnsight model from ``load_model``; active steering applies (and keys the cache).
-        prompts: chat-template texts or plain user messages (see :func:`chat_prompts`);
-            repeated prompts are generated once.
-        out_path: JSONL cache, the one :func:`personavec.sampling.generation.generate` writes
-            (``prompt``, ``sample``, ``answer``, ``settings``: keyed by the model's identity and
-            the generation settings); each finished batch is appended and a rerun with the same
-            settings reuses what is there.
-        max_new_tokens, temperature, seed, batch_size: generation settings (``temperature=0``
-            decodes greedily, so the answers do not depend on ``seed``).
-        engine: sample through a vLLM server or vLLM in-process (``personavec.sampling.engines``)
-            instead of nnsight; cached under its own key.
-
-    Example:
-        >>> base_responses(model, ["What is 2+2?"], out_path="base.jsonl")  # doctest: +SKIP
-    """
+    """The model's own answer to each prompt (greedy by default; repeated prompts once), cached
+    in ``out_path`` as :func:`~personavec.sampling.generation.generate` does."""
     texts = chat_prompts(model.tokenizer, prompts)
     distinct = list(dict.fromkeys(texts))
     if not distinct:
@@ -106,9 +72,6 @@ def base_responses(
     )["answer"]
     done = dict(zip(distinct, answers, strict=True))
     return [done[p] for p in texts]
-
-
-# --------------------------------------------------------------------------- projections
 
 
 def _check_vectors(model: Any, vectors: Mapping[str, PersonaVector]) -> None:
@@ -134,8 +97,8 @@ def _project_pairs(
     vectors: Mapping[str, PersonaVector],
     batch_size: BatchSize,
 ) -> dict[str, np.ndarray]:
-    """Projection of each pair's mean response activation, per trait (NaN for no response).
-    Captured a chunk at a time (a batch, or 256 pairs with ``"auto"``), keeping only scalars."""
+    """Projection of each pair's mean response activation per trait (NaN without a response),
+    captured a chunk at a time, keeping only scalars."""
     out = {t: np.full(len(pairs), np.nan) for t in vectors}
     order = sorted(range(len(pairs)), key=lambda i: len(pairs[i][0]) + len(pairs[i][1]))
     order = [i for i in order if pairs[i][1]]
@@ -166,28 +129,9 @@ def projection_difference(
     max_new_tokens: int = 64,
     engine: Engine | None = None,
 ) -> pd.DataFrame:
-    """Per-sample projection of the dataset response minus that of the base model's response.
-
-    Args:
-        model: nnsight model from ``load_model`` (the base model, before finetuning).
-        samples: prompt/response pairs (``read_samples``); templated prompts are kept verbatim.
-        vectors: ``{trait: vector}``, each projected at its chosen ``layer``; all traits
-            share one capture of each text.
-        base: the base model's responses, aligned with ``samples``; ``None`` generates them
-            greedily with :func:`base_responses` (cached in ``base_cache`` if given).
-        batch_size: samples per generation batch and per traced pass.
-        max_new_tokens: length of generated base responses.
-        engine: where base responses are sampled (``personavec.sampling.engines``; default nnsight).
-
-    Returns:
-        One row per sample, in input order: ``index``, ``prompt``, ``response``,
-        ``base_response``, then per trait ``proj_<t>``, ``base_proj_<t>`` and
-        ``proj_diff_<t>``, then the samples' tags. An empty base response gives NaN.
-
-    Example:
-        >>> df = projection_difference(model, samples, {"evil": vec})  # doctest: +SKIP
-        >>> df["proj_diff_evil"].mean()  # predicts the finetuning shift  # doctest: +SKIP
-    """
+    """One row per sample: ``proj_<t>``, ``base_proj_<t>`` and ``proj_diff_<t>`` per trait,
+    then the tags. ``base`` (the base model's responses) defaults to greedy
+    :func:`base_responses`; an empty base response gives NaN."""
     _check_vectors(model, vectors)
     prompts = chat_prompts(model.tokenizer, [s.prompt for s in samples])
     if base is None:
@@ -234,20 +178,8 @@ def screen_file(
     batch_size: BatchSize = 8,
     max_new_tokens: int = 64,
 ) -> pd.DataFrame:
-    """Screen a dataset file and write a CSV ranked by projection difference (descending).
-
-    Args:
-        path: chat JSONL or ``prompt``/``answer`` CSV (see ``datasets.read_samples``).
-        out_csv: written atomically; the ``index`` column is the sample's position in ``path``.
-        sort_by: the trait to rank by (default: the first of ``vectors``).
-        base_cache, batch_size, max_new_tokens: as in :func:`projection_difference`.
-
-    Raises:
-        DatasetError: the file is malformed (the message names the line) or has no samples.
-
-    Example:
-        >>> screen_file("data.jsonl", model, {"evil": vec}, "ranked.csv")  # doctest: +SKIP
-    """
+    """Screen a dataset file (see ``read_samples``) into ``out_csv`` ranked by
+    ``proj_diff_<sort_by>`` (default: the first trait), highest first."""
     trait = sort_by if sort_by is not None else next(iter(vectors), None)
     if trait not in vectors:
         raise ValueError(f"sort_by={trait!r} is not one of the traits {list(vectors)}")
@@ -267,16 +199,8 @@ def screen_file(
     return df.reset_index(drop=True)
 
 
-# --------------------------------------------------------------------------- notebook helpers
-
-
 def roc_auc(scores: Sequence[float], labels: Sequence[bool | int]) -> float:
-    """Area under the ROC curve of ``scores`` for telling positive ``labels`` apart.
-
-    Example:
-        >>> roc_auc([0.1, 0.9, 0.4], [0, 1, 0])
-        1.0
-    """
+    """Area under the ROC curve of ``scores`` for telling positive ``labels`` apart."""
     from sklearn.metrics import roc_auc_score
 
     s, y = np.asarray(scores, dtype=float), np.asarray(labels).astype(int)
@@ -296,13 +220,7 @@ def _count(n: int, fraction: float) -> int:
 
 
 def filter_top(samples: Sequence[Sample], scores: Sequence[float], fraction: float) -> list[Sample]:
-    """Drop the ``fraction`` of samples with the highest scores; keep the rest in order.
-
-    Example:
-        >>> s = [Sample("q", a) for a in "abcd"]
-        >>> [x.response for x in filter_top(s, [3, 1, 4, 2], 0.5)]
-        ['b', 'd']
-    """
+    """Drop the ``fraction`` of samples with the highest scores; keep the rest in order."""
     if len(scores) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(scores)} scores")
     if any(math.isnan(float(x)) for x in scores):
@@ -314,12 +232,7 @@ def filter_top(samples: Sequence[Sample], scores: Sequence[float], fraction: flo
 
 
 def random_removal(samples: Sequence[Sample], fraction: float, seed: int) -> list[Sample]:
-    """Drop a random ``fraction`` of samples (the baseline for :func:`filter_top`), in order.
-
-    Example:
-        >>> len(random_removal([Sample("q", "a")] * 10, 0.3, seed=0))
-        7
-    """
+    """Drop a random ``fraction`` of samples (the baseline for :func:`filter_top`), in order."""
     k = _count(len(samples), fraction)
     # a salted stream: a plain Random(seed) would repeat the draw datasets.mix made with the
     # same seed and remove exactly the mixed-in samples
