@@ -126,3 +126,15 @@ def test_library_traces_survive_the_remote_round_trip(tiny):
         with steer(m, v, 1, 0.5):
             outs.append(generate_texts(m, prompts, max_new_tokens=3, temperature=0.0))
     assert outs[0] == outs[1]
+
+
+def test_steering_a_model_served_remotely_is_refused(tiny):
+    """Steering is a torch hook on local modules; NDIF would never run it."""
+    from personavec.core.steering import active, steer
+
+    hf, tok = tiny
+    model = RemoteModel(hf, task="text-generation", tokenizer=tok)
+    with pytest.raises(ValueError, match="remote model"):
+        with steer(model, torch.ones(32), 1, 1.0):
+            pass
+    assert active(model) == []
