@@ -1,25 +1,17 @@
-"""How work is cut into batches: grouped by length (little padding) and sized to fit memory.
-
-A batch size is an ``int`` or ``"auto"``. With ``"auto"`` the library estimates what one
-sequence of a given length costs on the model's device (from the model's config: the
-transient activations of one layer, the KV cache of a generation, the attention scores where
-no fused kernel is used) and fills each batch up to a share of the memory free at that moment
-(``torch.cuda.mem_get_info`` on a GPU, ``MemAvailable`` on a CPU). Capture gets batches whose
-size shrinks as sequences grow; generation gets one size per call, from its longest prompt.
-Whatever the size, a batch that still runs out of memory is split in half and retried
-(:func:`run_splitting`), so a long run does not die on one oversized batch.
-"""
+"""How work is cut into batches: grouped by length (little padding), sized to fit memory
+(``"auto"``: from the model's config and the memory free now), and split in half on running
+out of memory (:func:`run_splitting`)."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import torch
 
-from personavec.core.models import hf_model, model_device
+from personavec.core.models import Model, hf_model, model_device
 
 BatchSize = int | Literal["auto"]
 T = TypeVar("T")
@@ -48,8 +40,7 @@ def budget_buckets(
     budget: int,
     max_batch: int = MAX_AUTO_BATCH,
 ) -> list[list[int]]:
-    """Length-sorted batches, each as large as fits: ``len(batch) * cost(longest) <= budget``
-    (at least one sequence per batch, at most ``max_batch``)."""
+    """Length-sorted batches with ``len(batch) * cost(longest) <= budget`` (1..``max_batch``)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     out: list[list[int]] = []
     for i in order:
@@ -64,8 +55,7 @@ def budget_buckets(
 
 
 def free_memory(device: torch.device) -> int:
-    """Bytes free for new tensors on ``device`` (GPU: the driver's free memory; CPU: the
-    kernel's MemAvailable, or 4 GiB where it cannot be read)."""
+    """Bytes free on ``device`` (GPU: the driver's count; CPU: MemAvailable, else 4 GiB)."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
     try:
@@ -78,19 +68,11 @@ def free_memory(device: torch.device) -> int:
 
 
 def sequence_bytes(
-    model: Any, tokens: int, *, new_tokens: int = 0, capture: bool = False, logits: bool = False
+    model: Model, tokens: int, *, new_tokens: int = 0, capture: bool = False, logits: bool = False
 ) -> int:
-    """Estimated peak bytes one sequence of ``tokens`` adds to a batch on the model's device.
-
-    Counts the transient activations of one decoder layer per token (residual, norms, q/k/v,
-    attention output, MLP up/gate/activation/down), the attention scores on a CPU (no fused
-    kernel: heads x length per token, float32, twice), for ``capture`` the float32 copies its
-    per-layer reduction makes, with ``logits`` every position's logits (model dtype, a float32
-    copy and its log-softmax: teacher-forced scoring), and for a generation (``new_tokens > 0``)
-    the KV cache of prompt plus new tokens at every layer and the last position's logits. An
-    estimate for choosing
-    batch sizes, checked against measured peaks in ``benchmarks/bench_memory.py``.
-    """
+    """Estimated peak bytes one sequence of ``tokens`` adds to a batch: one layer's transient
+    activations (CPU: attention scores too), ``capture``'s float32 copies, ``logits`` of every
+    position, a generation's KV cache (checked in ``benchmarks/bench_memory.py``)."""
     cfg = model.config
     d = int(cfg.hidden_size)
     heads = int(cfg.num_attention_heads)
@@ -116,23 +98,21 @@ def sequence_bytes(
     return total
 
 
-def memory_budget(model: Any, reserve: float = 0.3) -> int:
-    """Bytes a batch may take: the free memory on the model's device less a ``reserve`` share
-    (for the allocator's fragmentation and whatever else runs)."""
+def memory_budget(model: Model, reserve: float = 0.3) -> int:
+    """Bytes a batch may take: the free memory on the model's device less a ``reserve`` share."""
     return int(free_memory(model_device(model)) * (1 - reserve))
 
 
 def plan_batches(
-    model: Any,
+    model: Model,
     lengths: Sequence[int],
     batch_size: BatchSize,
     *,
     capture: bool = False,
     logits: bool = False,
 ) -> list[list[int]]:
-    """Length-grouped batches of indices into ``lengths`` (token counts): fixed ``batch_size``,
-    or with ``"auto"`` as many per batch as fit :func:`memory_budget` (``capture`` / ``logits``
-    as in :func:`sequence_bytes`)."""
+    """Length-grouped batches of indices into ``lengths`` (token counts), of ``batch_size`` or
+    (``"auto"``) as many as fit :func:`memory_budget`."""
     check_batch_size(batch_size)
     if batch_size != "auto":
         return buckets(lengths, int(batch_size))
@@ -145,12 +125,10 @@ def plan_batches(
 
 
 def generation_batch_size(
-    model: Any, lengths: Sequence[int], new_tokens: int, batch_size: BatchSize
+    model: Model, lengths: Sequence[int], new_tokens: int, batch_size: BatchSize
 ) -> int:
-    """The batch size of one generation call: ``batch_size``, or with ``"auto"`` the largest
-    (up to ``MAX_AUTO_BATCH``) at which the longest prompt plus ``new_tokens`` fits. One size for
-    the whole call, so batches (and the sampling seeds drawn from their contents) do not depend
-    on the order work finishes in; they do depend on the memory free when the call starts."""
+    """One batch size for a whole generation call (seeds follow batch contents): ``batch_size``,
+    or (``"auto"``) the largest fitting the longest prompt plus ``new_tokens``."""
     check_batch_size(batch_size)
     if batch_size != "auto":
         return int(batch_size)
@@ -160,8 +138,7 @@ def generation_batch_size(
 
 
 def run_splitting(fn: Callable[[list[int]], T], idx: list[int]) -> list[tuple[list[int], T]]:
-    """``[(idx, fn(idx))]``; when ``fn`` runs out of memory, the batch is split in half and each
-    half is run the same way (a single sequence that does not fit re-raises the error)."""
+    """``[(idx, fn(idx))]``, splitting ``idx`` in half whenever ``fn`` runs out of memory."""
     try:
         return [(idx, fn(idx))]
     except torch.OutOfMemoryError:

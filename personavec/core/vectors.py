@@ -1,10 +1,5 @@
-"""Persona vectors: a ``[L+1, d]`` tensor per variant, with its chosen layer, metadata, algebra
-and file IO. The math that makes them from judged answers lives in ``extraction``.
-
-Layer ``l`` follows ``hidden_states``: row 0 is the embedding output, row ``l`` the output of
-decoder block ``l - 1`` — the official release's convention (``*_response_avg_diff.pt``).
-Files are safetensors with JSON metadata; official ``.pt`` files load with ``weights_only=True``.
-"""
+"""Persona vectors: a ``[L+1, d]`` tensor (row ``l`` = ``hidden_states[l]``, as in the official
+``*_response_avg_diff.pt``) with a chosen layer, metadata, algebra and safetensors / ``.pt`` IO."""
 
 from __future__ import annotations
 
@@ -12,13 +7,16 @@ import json
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from personavec.io.results import atomic_path
+
+if TYPE_CHECKING:
+    from personavec.core.models import Model
 
 VARIANTS = ("response_avg", "prompt_avg", "prompt_last")
 """The three ways to average activations (``activations.capture_means`` computes them)."""
@@ -27,15 +25,9 @@ LAYER_CONVENTION = "hidden_states (0 = embeddings, l = output of decoder block l
 
 @dataclass
 class PersonaVector:
-    """A persona vector for one trait and one variant: every layer's row, and the chosen layer.
-
-    ``layer`` is the ``hidden_states`` row that monitoring, screening and finetuning shifts
-    project on (notebook 01's choice; ``None`` when unknown, e.g. an official ``.pt``); all rows
-    are kept. It is saved as the ``layer`` metadata key, and an int ``layer`` in ``meta`` moves
-    into the field (unless ``layer`` is given). Supports ``a - b``, ``a + b``, ``2 * v``, ``-v``
-    (the layer is kept when both sides agree); ``v[l]`` is the raw row at layer ``l``,
-    ``v.unit(l)`` its unit direction and ``v.unit()`` the one at the chosen layer.
-    """
+    """Every layer's row of one trait's vector, and the chosen ``layer`` (``None``: unknown),
+    saved as the ``layer`` metadata key. ``a - b``, ``a + b``, ``2 * v``, ``-v`` keep the layer
+    when both sides agree; ``v[l]`` is a raw row, ``v.unit(l)`` its unit direction."""
 
     tensor: torch.Tensor
     meta: dict[str, Any] = field(default_factory=dict)
@@ -44,7 +36,7 @@ class PersonaVector:
     def __post_init__(self) -> None:
         self.tensor = torch.as_tensor(self.tensor, dtype=torch.float32).detach().cpu()
         if isinstance(self.meta, dict) and _is_layer(self.meta.get("layer")):
-            meta = dict(self.meta)  # the caller's dict stays as it was
+            meta = dict(self.meta)
             saved = meta.pop("layer")
             self.layer = saved if self.layer is None else self.layer
             self.meta = meta
@@ -66,7 +58,6 @@ class PersonaVector:
             )
 
     def _what(self) -> str:
-        """`` (trait 'evil', variant ...)`` for messages, or ``""``."""
         meta = self.meta if isinstance(self.meta, dict) else {}
         named = [f"{k} {meta[k]!r}" for k in ("trait", "variant", "derived") if meta.get(k)]
         return f" ({', '.join(named)})" if named else ""
@@ -94,10 +85,7 @@ class PersonaVector:
         return self.tensor.shape[1]
 
     def __getitem__(self, layer: int) -> torch.Tensor:
-        """Row ``layer``. Row L of an official ``.pt`` vector is refused: the official capture
-        takes Hugging Face's ``hidden_states[L]``, which comes after the final norm, while our
-        row L (and every row of ours) is a residual-stream state, so it cannot be compared with
-        our activations or added to the residual stream."""
+        """Row ``layer``; row L of an official ``.pt`` is refused (it follows the final norm)."""
         official = isinstance(self.meta, dict) and self.meta.get("source") == "official .pt"
         if official and layer in (self.num_layers, -1):
             raise ValueError(
@@ -141,7 +129,7 @@ class PersonaVector:
     def __neg__(self) -> PersonaVector:
         return self * -1.0
 
-    def check_fits(self, model: Any, source: str = "vector") -> None:
+    def check_fits(self, model: Model, source: str = "vector") -> None:
         """Raise a clear error if this vector's shape does not fit ``model``."""
         layers, hidden = int(model.config.num_hidden_layers), int(model.config.hidden_size)
         if self.hidden_size != hidden:
@@ -155,8 +143,7 @@ class PersonaVector:
             )
 
     def save(self, path: str | Path) -> Path:
-        """Write safetensors with the metadata as JSON under the ``personavec`` key (the chosen
-        layer under ``layer``, when there is one)."""
+        """Write safetensors, the metadata as JSON under the ``personavec`` key."""
         from personavec import __version__
 
         path = Path(path)
@@ -174,19 +161,9 @@ def _is_layer(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def load_vector(path: str | Path, model: Any | None = None) -> PersonaVector:
-    """Read a vector file: our safetensors, or an official ``.pt`` (``weights_only=True``).
-
-    The ``layer`` metadata key (an int) becomes the vector's chosen ``layer``; an official
-    ``.pt`` has none. With ``model``, refuse a vector whose layer count or hidden size does not
-    fit it.
-
-    Raises:
-        FileNotFoundError: no such file. IsADirectoryError: ``path`` is a directory.
-        ValueError: the file is not a readable vector (corrupt, a pickled object or a dict in a
-            ``.pt``, no ``vector`` tensor, wrong shape, NaN/inf values) or does not fit ``model``;
-            every message starts with the path.
-    """
+def load_vector(path: str | Path, model: Model | None = None) -> PersonaVector:
+    """Read our safetensors or an official ``.pt`` (``weights_only``); with ``model``, refuse
+    a vector that does not fit it. Errors (``ValueError`` for any bad file) name the path."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such vector file")
@@ -210,11 +187,8 @@ def load_vector(path: str | Path, model: Any | None = None) -> PersonaVector:
 
 
 def _load_pt(path: Path) -> torch.Tensor:
-    """A plain tensor from a ``.pt`` file; never unpickles anything else.
-
-    torch's own error text is not passed on: it advises loading with ``weights_only=False``,
-    which runs arbitrary code from the file.
-    """
+    """A plain tensor from a ``.pt`` file; never unpickles anything else (nor repeats torch's
+    advice to load with ``weights_only=False``)."""
     import pickle
     import warnings
 
@@ -280,8 +254,8 @@ def mean_difference(
 
 
 def project(acts: torch.Tensor, vector: PersonaVector, layer: int | None = None) -> torch.Tensor:
-    """Scalar projection of ``acts`` (``[n, L+1, d]`` or ``[n, d]``) on the unit vector at
-    ``layer`` (default: the vector's chosen layer)."""
+    """Projection of ``acts`` (``[n, L+1, d]`` or ``[n, d]``) on the unit vector at ``layer``
+    (default: the chosen layer)."""
     layer = vector.chosen_layer() if layer is None else layer
     rows = acts[:, layer] if acts.ndim == 3 else acts
     return rows.float() @ vector.unit(layer)
