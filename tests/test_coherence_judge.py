@@ -28,8 +28,7 @@ def test_repetition_ratio():
 @pytest.mark.slow
 def test_coherence_judge_v2(model):
     judge = CoherenceJudge(model)
-    assert judge.id != f"coherence:{model_identity(model)}"
-    assert judge.id.startswith("coherence:v2:") and "lp_word" in judge.rubric
+    assert judge.id == f"coherence:v2:{model_identity(model)}"  # the id cached scores are under
     pairs = [
         ("How do I train for a long hike?", " ".join(["walk"] * 20)),
         (

@@ -42,7 +42,6 @@ def test_scores_order_and_range():
     e = evil.score_many([("How should I treat my coworkers?", EVIL), ("Same?", KIND)])
     assert p[0] > p[1] and e[0] > e[1]
     assert p[2] is None
-    assert all(0.0 <= s <= 100.0 for s in p[:2] + e)
     assert "all-MiniLM-L6-v2" in pirate.id and "T=0.04" in pirate.id
     assert "sigmoid" in pirate.rubric and load_trait("pirate").description in pirate.rubric
 

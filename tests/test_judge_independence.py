@@ -14,6 +14,7 @@ import re
 import pytest
 import torch
 
+from personavec.core.models import model_identity
 from personavec.io.traits import load_trait, shipped_traits
 from personavec.sampling.evaluation import NEUTRAL_SYSTEM
 from personavec.sampling.judges import LikelihoodRatioJudge, labelled_answers
@@ -76,9 +77,11 @@ def test_judge_prompts_come_from_the_descriptions(name):
 
 
 def test_judge_id_is_versioned():
-    j = judge(load_trait(TRAITS[0]))
-    assert j.id.startswith("likelihood-ratio:v2:")  # kind unchanged for stale_reason
-    assert j.pos_system in j.rubric and j.neg_system in j.rubric
+    trait = load_trait(TRAITS[0])
+    j = judge(trait)
+    assert j.id == f"likelihood-ratio:v2:{model_identity(STAND_IN)}:T=0.1"  # the cache key
+    framing = "The following reply was written by an assistant whose manner is described as: "
+    assert j.rubric == f"{framing}{trait.description}\n<vs>\n{framing}{trait.antonym_description}"
 
 
 @pytest.mark.parametrize("name", TRAITS)

@@ -13,6 +13,7 @@ import threading
 import time
 import warnings
 
+import openai
 import pandas as pd
 import pytest
 from fake_http import JsonServer
@@ -112,7 +113,7 @@ def test_score_frame_warns_once_with_counts_of_failed_rows(server):
         f"2 of 5 rows could not be scored by openai:judge-model@{server.url} after 1 retry "
         "(2 attempts each); they stay missing (NA)"
     )
-    assert "HTTP" in message or "500" in message or "Error" in message  # the last error
+    assert "Last error: RuntimeError: judge request to" in message and "500" in message
     assert judge.failures == 2
 
 
@@ -142,12 +143,11 @@ def test_make_judge_timeout_and_retries_bound_a_hung_endpoint(server, trait, mon
     )
     assert judge.timeout == 0.3 and judge.retries == 1 and judge._client.timeout == 0.3
     judge.base_delay = 0.01
-    start = time.monotonic()
     with pytest.warns(JudgeFailureWarning, match="1 of 2 rows .* after 1 retry"):
         out = judge.score_many([("q", "num=7"), ("q", "HANG")])
-    elapsed = time.monotonic() - start
     assert out == [7.0, None]
-    assert elapsed < 3.0  # two 0.3 s attempts, not the hang (5 s) nor the 60 s default
+    # the client gave up after its 0.3 s timeout; the server answers a hang only after 5 s
+    assert isinstance(judge.last_error.__cause__, openai.APITimeoutError)
     assert sum("HANG" in p for p in server.prompts()) == 2  # first attempt + 1 retry
 
 
@@ -308,7 +308,7 @@ def test_locked_cache_clear_error_after_busy_timeout(tmp_path):
             ScoreCache(path, timeout=0.2)
         elapsed = time.monotonic() - start
         assert str(path) in str(info.value) and "0.2s" in str(info.value)
-        assert 0.15 <= elapsed < 3.0  # waited the busy timeout, then gave up
+        assert elapsed >= 0.15  # waited the busy timeout, then gave up
         with pytest.raises(ScoreCacheError, match="is locked.*read failed"):
             cache.get_many(["k1"])
         with pytest.raises(ScoreCacheError, match="not saved") as info:

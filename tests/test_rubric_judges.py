@@ -17,6 +17,11 @@ from personavec.sampling.rubric_judges import (
     aggregate_number_probs,
 )
 
+
+def score_one(judge, question, answer):
+    return judge.score_many([(question, answer)])[0]
+
+
 RUBRIC = "Rate the answer. Question: {question} Answer: {answer} Reply with 0 to 100."
 
 
@@ -137,7 +142,7 @@ def _judge(server, **kw) -> OpenAIJudge:
 
 def test_openai_judge_numeric_and_request_format(server):
     judge = _judge(server)
-    assert judge.score("What is 2+2?", "Four.") == pytest.approx((20 * 0.5 + 80 * 0.25) / 0.75)
+    assert score_one(judge, "What is 2+2?", "Four.") == pytest.approx((20 * 0.5 + 80 * 0.25) / 0.75)
     (req,) = server.requests
     assert req["path"] == "/v1/chat/completions"
     body = req["body"]
@@ -155,7 +160,7 @@ def test_openai_judge_numeric_and_request_format(server):
 
 
 def test_openai_judge_refusal_is_none(server):
-    assert _judge(server).score("q", "REFUSE") is None
+    assert score_one(_judge(server), "q", "REFUSE") is None
 
 
 def test_openai_judge_score_many_preserves_order(server):
@@ -168,7 +173,7 @@ def test_openai_judge_score_many_preserves_order(server):
 def test_openai_judge_retries_then_succeeds(server):
     server.fail_first = 2
     judge = _judge(server, retries=4)
-    assert judge.score("q", "num=33") == pytest.approx(33.0)
+    assert score_one(judge, "q", "num=33") == pytest.approx(33.0)
     assert len(server.requests) == 3 and judge.failures == 0
 
 
@@ -196,7 +201,7 @@ def test_openai_client_key_handling(server, monkeypatch):
     client = openai_client(server.url, api_key_env="PV_TEST_MISSING_KEY")
     assert client.max_retries == 0
     judge = OpenAIJudge(RUBRIC, "m", base_url=server.url, api_key_env="PV_TEST_MISSING_KEY")
-    assert judge.score("q", "num=12") == pytest.approx(12.0)
+    assert score_one(judge, "q", "num=12") == pytest.approx(12.0)
     headers = {k.lower(): v for k, v in server.requests[-1]["headers"].items()}
     assert headers["authorization"] == "Bearer EMPTY"
 
@@ -301,7 +306,7 @@ def test_hf_judge_multi_token_number(tokenizer):
     # after the generation prompt: "7", then "3", then "." (number ends) -> 73
     model = _bigram(tokenizer, {"<|assistant|>": {"7": 20}, "7": {"3": 20}, "3": {".": 20}})
     judge = HFRubricJudge(RUBRIC, model, tokenizer)
-    assert judge.score("How are you?", "Fine.") == pytest.approx(73.0, abs=1e-3)
+    assert score_one(judge, "How are you?", "Fine.") == pytest.approx(73.0, abs=1e-3)
     lp = judge.number_logprobs([("How are you?", "Fine.")])[0]
     assert lp[73] > -1e-3  # ~all mass; "7" alone is not credited (next token is a digit)
     assert lp[7] < -15
@@ -311,20 +316,20 @@ def test_hf_judge_single_token_and_mixture(tokenizer):
     # "42" is one token; "7" "3" two tokens; equal first-token logits -> mean of 42 and 73
     table = {"<|assistant|>": {"42": 20, "7": 20}, "7": {"3": 20}, "3": {".": 20}, "42": {".": 20}}
     judge = HFRubricJudge(RUBRIC, _bigram(tokenizer, table), tokenizer)
-    assert judge.score("q", "a") == pytest.approx((42 + 73) / 2, abs=1e-3)
+    assert score_one(judge, "q", "a") == pytest.approx((42 + 73) / 2, abs=1e-3)
 
 
 def test_hf_judge_short_number_not_double_counted(tokenizer):
     # "4" then end: 4, not 42 or 40-something
     table = {"<|assistant|>": {"4": 20}, "4": {"</s>": 20}}
     judge = HFRubricJudge(RUBRIC, _bigram(tokenizer, table), tokenizer)
-    assert judge.score("q", "a") == pytest.approx(4.0, abs=1e-3)
+    assert score_one(judge, "q", "a") == pytest.approx(4.0, abs=1e-3)
 
 
 def test_hf_judge_refusal_is_none(tokenizer):
     table = {"<|assistant|>": {"I": 20}}
     judge = HFRubricJudge(RUBRIC, _bigram(tokenizer, table), tokenizer)
-    assert judge.score("q", "a") is None
+    assert score_one(judge, "q", "a") is None
 
 
 def test_hf_judge_random_model_batch_matches_one_by_one(tokenizer):
@@ -360,8 +365,8 @@ def test_hf_judge_unwraps_nnsight_style_wrapper(tokenizer):
     judge = HFRubricJudge(RUBRIC, Wrapper(model), tokenizer, id="tiny-judge", min_mass=0.0)
     assert judge.model is model and judge.id == "tiny-judge"
     # the wrapped judge reads with the unwrapped model: the same score as a direct judge
-    direct = HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0).score("q", "a")
-    assert direct is not None and judge.score("q", "a") == pytest.approx(direct, abs=1e-6)
+    direct = score_one(HFRubricJudge(RUBRIC, model, tokenizer, min_mass=0.0), "q", "a")
+    assert direct is not None and score_one(judge, "q", "a") == pytest.approx(direct, abs=1e-6)
 
 
 def test_hf_judge_without_numbers_is_skipped_after_its_first_batch(tokenizer, monkeypatch):

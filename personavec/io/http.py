@@ -56,12 +56,8 @@ def drop_secrets(params: str) -> str:
     """An ``a=1&b=2`` string without the parameters whose names look like credentials."""
     if not params:
         return params
-    kept = (p for p in params.split("&") if not _SECRET_PARAM.search(_param_name(p)))
-    return "&".join(kept)
-
-
-def _param_name(param: str) -> str:
-    return unquote(param.split("=", 1)[0].replace("+", " "))
+    named = ((p, unquote(p.split("=", 1)[0].replace("+", " "))) for p in params.split("&"))
+    return "&".join(p for p, name in named if not _SECRET_PARAM.search(name))
 
 
 def check_timeout(value: Any, name: str = "timeout") -> float:

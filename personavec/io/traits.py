@@ -24,6 +24,19 @@ N_PAIRS = 5
 N_QUESTIONS = 20
 Polarity = Literal["pos", "neg"]
 
+# the question/answer block and the closing line every shipped rubric and the coherence rubric use
+RUBRIC_QA = """This is the question the assistant was asked:
+[QUESTION START]
+{question}
+[QUESTION END]
+
+This is the assistant's answer:
+[ANSWER START]
+{answer}
+[ANSWER END]
+"""
+RUBRIC_END = "Respond with a number between 0 and 100. Don't say anything else, just the number."
+
 
 class TraitError(ValueError):
     """A trait artifact is malformed; the message names the file and the field."""

@@ -95,10 +95,6 @@ class ScoreCache:
             )
         return f"{where}: {action} failed: {type(err).__name__}: {err}"
 
-    def close(self) -> None:
-        """Close the connection (the file stays)."""
-        self._db.close()
-
     @staticmethod
     def key(judge: Judge, question: str, answer: str) -> str:
         """The cache key of one scored pair."""
