@@ -9,7 +9,7 @@ from numerics import assert_rows_close, assert_scalars_close
 import personavec.core.activations as act
 from personavec.core import batching
 from personavec.sampling.generation import chat_prompt, generate_texts
-from personavec.sampling.judges import answer_logprobs
+from personavec.sampling.offline_judges import answer_logprobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -16,10 +16,10 @@ from personavec.sampling.judges import (
     CoherenceJudge,
     LikelihoodRatioJudge,
     ScoreCache,
-    distinct_trigram_ratio,
     make_judge,
     score_pairs,
 )
+from personavec.sampling.offline_judges import distinct_trigram_ratio
 from personavec.sections.extraction import effective_pairs, layer_separation
 
 L, D = 30, 576

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from personavec.core.batching import BatchSize
+from personavec.io.http import check_retries, check_timeout
 from personavec.io.results import cache_dir
 from personavec.io.traits import Trait
 from personavec.sampling.generation import generate
@@ -21,7 +22,6 @@ from personavec.sampling.judges import (
     make_coherence_judge,
     make_judge,
 )
-from personavec.sampling.rubric_judges import check_retries, check_timeout
 
 if TYPE_CHECKING:
     from personavec.sampling.engines import Engine

@@ -22,12 +22,8 @@ from personavec.io.results import atomic_write, check_name
 from personavec.io.traits import Trait
 from personavec.sampling.evaluation import eval_rows, score_cache
 from personavec.sampling.generation import chat_prompt, generate, row_prompts
-from personavec.sampling.judges import (
-    answer_logprobs,
-    judge_answers,
-    make_coherence_judge,
-    make_judge,
-)
+from personavec.sampling.judges import judge_answers, make_coherence_judge, make_judge
+from personavec.sampling.offline_judges import answer_logprobs
 from personavec.sections.finetuning import finetune, trait_shifts
 from personavec.sections.lora import FinetuneResult, LoraConfig, adapted
 from personavec.sections.monitoring import prompt_last_means
