@@ -23,10 +23,10 @@ import os
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import nbformat
 
@@ -95,17 +95,6 @@ def _dry_params(params: dict[str, Any], folder: Path) -> tuple[dict[str, Any], l
     return out, notes
 
 
-@contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
 def _run(path: Path, params: dict[str, Any], root: Path, log: Path) -> None:
     """Execute a copy of notebook ``path`` (without an injected parameters cell) under stand-ins."""
     import papermill
@@ -116,7 +105,7 @@ def _run(path: Path, params: dict[str, Any], root: Path, log: Path) -> None:
     copy.parent.mkdir(exist_ok=True)
     nbformat.write(nb, copy)
     env = {"PERSONAVEC_ROOT": str(root), standin.STANDIN_ENV: "1", standin.LOG_ENV: str(log)}
-    with _environment(**env, TQDM_DISABLE="1", MPLBACKEND="Agg"):
+    with patch.dict(os.environ, {**env, "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}):
         try:
             papermill.execute_notebook(
                 str(copy), str(copy), parameters=params, cwd=str(path.parent),
