@@ -4,7 +4,6 @@ under every ``positions`` value and edits exactly the positions it names."""
 
 from __future__ import annotations
 
-import signal
 from contextlib import contextmanager
 
 import numpy as np
@@ -34,22 +33,6 @@ L, D = 30, 576
 @pytest.fixture(scope="module")
 def vec():
     return PersonaVector(torch.randn(L + 1, D, generator=torch.Generator().manual_seed(3)))
-
-
-@contextmanager
-def deadline(seconds: int):
-    """Fail (instead of hanging the suite) when the block runs longer than ``seconds``."""
-
-    def timeout(*_):
-        raise TimeoutError(f"did not finish within {seconds} s")
-
-    before = signal.signal(signal.SIGALRM, timeout)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, before)
 
 
 @contextmanager
@@ -272,7 +255,7 @@ def test_steered_generation_terminates_and_edits_its_positions(model, positions)
     rows = pd.DataFrame({"system": [None], "question": ["Name a fruit."]})
     tok = model.tokenizer
     for n_new in (1, 2, 3):
-        with deadline(120), steer(model, DELTA, LAYER, 1.0, positions=positions):
+        with steer(model, DELTA, LAYER, 1.0, positions=positions):
             out = generate(model, rows, max_new_tokens=n_new, temperature=0.0)["answer"][0]
         expected = _reference(model, prompt, n_new, SEMANTICS[positions])
         assert out == tok.decode(expected, skip_special_tokens=True).strip(), (positions, n_new)
