@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from personavec.core import standin
+from personavec.core.batching import BatchSize
 from personavec.core.steering import unsteered
 from personavec.io.http import check_retries, check_timeout, failure_message
 from personavec.io.results import progress  # a bar that TQDM_DISABLE silences
@@ -204,17 +205,19 @@ def make_judge(
     base_url: str | None = None,
     timeout: float | None = None,
     retries: int | None = None,
+    batch_size: BatchSize = 8,
 ) -> Judge:
-    """The trait judge named by ``spec`` (:data:`JUDGE_KINDS`); ``model`` is read by the offline
-    judges, ``base_url`` / ``timeout`` / ``retries`` (``None``: defaults) go to an API judge."""
+    """The trait judge named by ``spec`` (:data:`JUDGE_KINDS`); ``model`` is read by the local
+    judges in batches of ``batch_size`` (``"auto"``: the offline judges' fit the free memory, a
+    rubric judge keeps 8), ``base_url`` / ``timeout`` / ``retries`` go to an API judge."""
     request = _request_options(timeout, retries)
     if standin.is_standin(model):  # a dry run
         return standin.StandinJudge(spec, trait)
     if spec == "likelihood-ratio":
-        return LikelihoodRatioJudge(model, trait)
+        return LikelihoodRatioJudge(model, trait, batch_size=batch_size)
     if spec == "embedding":
         return EmbeddingJudge(trait)
-    judge = _rubric_judge(spec, trait.judge_rubric, model, base_url, request)
+    judge = _rubric_judge(spec, trait.judge_rubric, model, base_url, request, batch_size)
     if judge is None:
         raise ValueError(f"unknown judge {spec!r}: accepted are {', '.join(JUDGE_KINDS)}")
     return judge
@@ -227,15 +230,16 @@ def make_coherence_judge(
     base_url: str | None = None,
     timeout: float | None = None,
     retries: int | None = None,
+    batch_size: BatchSize = 8,
 ) -> Judge:
     """The coherence judge named by ``spec`` (:data:`COHERENCE_KINDS`): ``offline`` reads with
     ``model``; the rubric judges read :data:`COHERENCE_RUBRIC`; options as in :func:`make_judge`."""
     if standin.is_standin(model):  # a dry run
         return standin.StandinJudge(spec, rubric=COHERENCE_RUBRIC)
     if spec == "offline":
-        return CoherenceJudge(model)
+        return CoherenceJudge(model, batch_size=batch_size)
     request = _request_options(timeout, retries)
-    judge = _rubric_judge(spec, COHERENCE_RUBRIC, model, base_url, request)
+    judge = _rubric_judge(spec, COHERENCE_RUBRIC, model, base_url, request, batch_size)
     if judge is None:
         kinds = ", ".join(COHERENCE_KINDS)
         raise ValueError(f"unknown coherence judge {spec!r}: accepted are {kinds}")
@@ -253,17 +257,23 @@ def _request_options(timeout: float | None, retries: int | None) -> dict[str, An
 
 
 def _rubric_judge(
-    spec: str, rubric: str, model: Any, base_url: str | None, request: dict[str, Any]
+    spec: str,
+    rubric: str,
+    model: Any,
+    base_url: str | None,
+    request: dict[str, Any],
+    batch_size: BatchSize,
 ) -> Judge | None:
     """The rubric judge named by ``spec`` (``hf-rubric[:<model>]``, ``openai:<model>``), or
     ``None`` for any other spec."""
+    local = {"batch_size": batch_size if isinstance(batch_size, int) else 8}
     if spec == "hf-rubric":
-        return HFRubricJudge(rubric, model, model.tokenizer)
+        return HFRubricJudge(rubric, model, model.tokenizer, **local)
     if spec.startswith("hf-rubric:"):
         from personavec.core.models import load_model
 
         judge_model = load_model(spec.split(":", 1)[1])
-        return HFRubricJudge(rubric, judge_model, judge_model.tokenizer)
+        return HFRubricJudge(rubric, judge_model, judge_model.tokenizer, **local)
     if spec.startswith("openai:"):
         return OpenAIJudge(rubric, spec.split(":", 1)[1], base_url=base_url, **request)
     return None
