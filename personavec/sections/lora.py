@@ -7,7 +7,7 @@ import json
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +20,16 @@ from personavec.io.results import atomic_write
 ADAPTER_FILE = "adapter_model.safetensors"
 LOG_FILE = "train_log.json"
 _TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+# fmt: off
+PRESETS: dict[str, dict[str, Any]] = {  # what a notebook's `lora` parameter starts from
+    "notebook": {"lr": 5e-4, "max_steps": 2},  # over the defaults: a few steps on a CPU
+    "paper": dict(
+        rank=32, alpha=64, dropout=0.0, lr=1e-5, epochs=1, batch_size=2, grad_accum=8,
+        use_rslora=True, weight_decay=0.01, warmup_steps=5, lr_schedule="linear",
+        max_length=2048, held_out=0.1, optimizer="adamw_8bit",
+    ),
+}
+# fmt: on
 
 
 @dataclass
@@ -69,12 +79,21 @@ class LoraConfig:
     def paper(cls, **overrides: Any) -> LoraConfig:
         """The paper's settings (rank 32, alpha 64, rsLoRA, lr 1e-5) with the official training
         config's batch 2 x 8, warm-up, linear decay, 10 % held out and 8-bit AdamW."""
-        paper = dict(
-            rank=32, alpha=64, dropout=0.0, lr=1e-5, epochs=1, batch_size=2, grad_accum=8,
-            use_rslora=True, weight_decay=0.01, warmup_steps=5, lr_schedule="linear",
-            max_length=2048, held_out=0.1, optimizer="adamw_8bit",
-        )  # fmt: skip
-        return cls(**{**paper, **overrides})
+        return cls(**{**PRESETS["paper"], **overrides})
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], *, seed: int = 0) -> LoraConfig:
+        """A notebook's ``lora`` parameter: the other keys (field names) over its ``preset``
+        (:data:`PRESETS`, default ``notebook``); ``seed`` unless the keys set one."""
+        params = dict(params)
+        preset = params.pop("preset", "notebook")
+        if preset not in PRESETS:
+            raise ValueError(f"unknown lora preset {preset!r}; choose from {list(PRESETS)}")
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ValueError(f"unknown lora settings {unknown}; LoraConfig's fields are {names}")
+        return cls(**{"seed": seed, **PRESETS[preset], **params})
 
     def to_peft(self) -> Any:
         """The equivalent ``peft.LoraConfig``."""
