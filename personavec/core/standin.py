@@ -69,18 +69,16 @@ def generated(
     lengths: Sequence[int],
     keys: Sequence[str],
     max_new_tokens: int,
-    settings: Callable[[], str],
     engine: bool,
 ) -> list[tuple[list[int], list[str]]] | None:
-    """Record a generation (prompt tokens ``lengths``); for a stand-in, each batch with its
-    placeholder answers (``settings()``: the cache key of the model state and settings)."""
+    """Record a generation (prompt tokens ``lengths``); for a stand-in, each batch of ``keys``
+    with its placeholder answers."""
     n = sum(map(len, batches))
     n_tokens = sum(lengths[i] for b in batches for i in b) + n * max_new_tokens
     record(model, "generate", n, n_tokens, engine=engine, new_tokens=n * max_new_tokens)
     if not is_standin(model):
         return None
-    key = settings()
-    return [(b, model.answers([keys[i] for i in b], key, max_new_tokens, engine)) for b in batches]
+    return [(b, model.answers([keys[i] for i in b], max_new_tokens)) for b in batches]
 
 
 def judge_kind(judge: Any) -> str:
@@ -161,16 +159,14 @@ class StandinModel(_Module):
             del self.peft_config
             self.name_or_path = self.base_name
 
-    def answers(
-        self, keys: Sequence[str], settings: str, max_new_tokens: int, per_prompt: bool
-    ) -> list[str]:
-        """Placeholder answers of ``max_new_tokens`` tokens to ``prompt\\x01sample`` keys, seeded
-        as real ones are (by the batch, or per prompt for an engine); each starts with the
-        digest of its system prompt, which :class:`StandinJudge` reads."""
-        batch = "" if per_prompt else "\x00".join(keys)
+    def answers(self, keys: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Placeholder answers of ``max_new_tokens`` tokens to ``prompt\\x01sample`` keys, each
+        new (two calls never answer alike, so judge-cache hits on generated answers are never
+        planned: judge rows are an upper bound), starting with the digest of its system prompt,
+        which :class:`StandinJudge` reads."""
         out = []
         for key in keys:
-            head = f"{_digest(_system(key))} {_digest(settings + batch + key)} "
+            head = f"{_digest(_system(key))} {os.urandom(4).hex()} "
             out.append((head + "lorem ipsum " * max_new_tokens)[: CHARS_PER_TOKEN * max_new_tokens])
         return out
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,10 +110,7 @@ def _run_batches(
     else:
         size = generation_batch_size(model, lengths, max_new_tokens, batch_size)
     batches = [b for b in buckets(lengths, size) if not skip(b)]
-    settings = partial(_settings_key, model, engine, seed=seed, temperature=temperature)
-    fake = standin.generated(
-        model, batches, lengths, seed_keys, max_new_tokens, settings, engine is not None
-    )
+    fake = standin.generated(model, batches, lengths, seed_keys, max_new_tokens, engine is not None)
     if fake is not None:  # a dry run: placeholder answers
         yield from fake
         return

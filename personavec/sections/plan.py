@@ -172,8 +172,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def call_counts(records: Sequence[dict[str, Any]]) -> dict[str, int]:
-    """What a dry run must match in a real run: answers generated, pairs judged per judge kind,
-    captures and capability checks (calls), finetunes and their optimizer steps."""
+    """What a dry run must match in a real run: answers generated, captures and capability
+    checks, finetunes and their optimizer steps; pairs judged per judge kind (at most)."""
     counts: Counter[str] = Counter()
     for r in records:
         kind = r["kind"]
@@ -230,15 +230,17 @@ def plan(notebook: str, params: dict[str, Any] | None = None, **kwargs: Any) -> 
 
 
 def compare(log_dir: str | Path) -> list[str]:
-    """Differences between the call counts of a real run's logs (``<notebook>.jsonl`` in
-    ``log_dir``, e.g. ``make notebooks-test``) and the plan of the notebooks' defaults."""
+    """Where the plan of the notebooks' defaults misses the call counts of a real run's logs
+    (``<notebook>.jsonl`` in ``log_dir``, e.g. ``make notebooks-test``); judged rows may be
+    fewer in the run (its model repeats answers, e.g. after a 2-step finetune: cache hits)."""
     diffs = []
     for work in plan_notebooks({}):
         real = call_counts(read_log(Path(log_dir) / f"{work['notebook']}.jsonl"))
         for key in sorted(set(real) | set(work["calls"])):
-            if real.get(key, 0) != work["calls"].get(key, 0):
-                diffs.append(f"{work['notebook']}: {key}: planned {work['calls'].get(key, 0)}, "
-                             f"ran {real.get(key, 0)}")  # fmt: skip
+            ran, planned = real.get(key, 0), work["calls"].get(key, 0)
+            # judge rows: an upper bound (the score cache skips answers a run repeats)
+            if planned < ran or planned > ran and not key.startswith("judge"):
+                diffs.append(f"{work['notebook']}: {key}: planned {planned}, ran {ran}")
     return diffs
 
 
