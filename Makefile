@@ -24,20 +24,31 @@ $(VENV)/.installed: pyproject.toml
 # (papermill still shows which cell runs) and tqdm's "IProgress not found" warning is dropped.
 # Each notebook runs with its full-run parameters, configs/embedded/<notebook>.yaml (the
 # notebooks' own defaults are CI-sized for nbmake); caches make a rerun after an interrupt resume.
-# The expected time is the last run's, recorded per notebook in results/reproduce_times.json.
+# Notebooks run $(JOBS) at a time in their data order (01 reads 00's trait gates, 02 and 03 read
+# 01's vectors, 04 reads 03's datasets), each kernel on $(THREADS) torch thread(s). Each one's
+# time is recorded in results/reproduce_times.json; the expected time printed first follows the
+# longest chain of the last run's times.
 EMBEDDED ?= configs/embedded
 TIMES := results/reproduce_times.json
+JOBS ?= 2
+THREADS ?= 1
+STEMS := $(basename $(notdir $(NOTEBOOKS)))
 reproduce: setup
-	@$(PY) -c "import json,pathlib; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; print('expected time: ' + (f'{sum(t.values())/60:.0f} min (the last run, 2-core CPU)' if t else 'unknown (no earlier run)'))"
-	@for nb in $(NOTEBOOKS); do \
-	  stem=$$(basename $$nb .ipynb); start=$$(date +%s); \
-	  echo "== $$nb (parameters: $(EMBEDDED)/$$stem.yaml)"; \
-	  TQDM_DISABLE=1 PYTHONWARNINGS="ignore:IProgress not found" \
-	  $(PY) -m papermill $$nb $$nb --cwd notebooks --kernel python3 -f $(EMBEDDED)/$$stem.yaml \
-	    $(PAPERMILL_ARGS) || exit 1; \
-	  $(PY) -c "import json,pathlib,sys; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; t[sys.argv[1]]=int(sys.argv[2]); p.write_text(json.dumps(t, indent=1, sort_keys=True)+chr(10))" $$stem $$(( $$(date +%s) - start )); \
-	done
+	@$(PY) -c "import json,pathlib; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; g=t.get; chain=max(g('00_traits',0)+g('01_extraction',0)+max(g('02_steering',0),g('03_finetune_shift',0)+g('04_data_screening',0)),g('00b_trait_generation',0)); print(f'expected time: {chain/60:.0f} min ({len(t)} notebooks, the last run on a 2-core CPU)' if t else 'expected time: unknown (no earlier run)')"
+	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix run-,$(STEMS))
 	$(PY) -m personavec.io.claims
+
+run-01_extraction: run-00_traits
+run-02_steering run-03_finetune_shift: run-01_extraction
+run-04_data_screening: run-03_finetune_shift
+run-%:
+	@echo "== notebooks/$*.ipynb (parameters: $(EMBEDDED)/$*.yaml)"
+	@start=$$(date +%s); \
+	PERSONAVEC_THREADS=$(THREADS) TQDM_DISABLE=1 PYTHONWARNINGS="ignore:IProgress not found" \
+	$(PY) -m papermill notebooks/$*.ipynb notebooks/$*.ipynb --cwd notebooks --kernel python3 \
+	  -f $(EMBEDDED)/$*.yaml --log-level WARNING $(PAPERMILL_ARGS) && \
+	flock $(TIMES).lock $(PY) -c "import json,pathlib,sys; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; t[sys.argv[1]]=int(sys.argv[2]); p.write_text(json.dumps(t, indent=1, sort_keys=True)+chr(10))" $* $$(( $$(date +%s) - start )) && \
+	echo "== notebooks/$*.ipynb done in $$(( $$(date +%s) - start )) s"
 
 # a cold rerun: drop every notebook's results, figures and the score cache (benchmarks stay)
 clean-results:
