@@ -388,7 +388,7 @@ def generation(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
     from personavec.core.batching import sequence_bytes
     from personavec.core.models import hf_model
     from personavec.core.steering import steer
-    from personavec.sampling.generation import generate_texts
+    from personavec.sampling.generation import Sampling, generate_texts
 
     tok, hf = model.tokenizer, hf_model(model)
     n_new, layer, coef = sizes["new_tokens"], sizes["layer"], sizes["coef"]
@@ -403,7 +403,7 @@ def generation(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
             prompts = chat_prompts(tok, b)
             enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = enc.to(bench.device)
-            kw = {"max_new_tokens": n_new, "temperature": 0.0, "batch_size": b}
+            kw = Sampling(n_new, 0.0, batch_size=b)
 
             def plain(enc: Any = enc) -> Any:
                 with torch.no_grad():
@@ -412,12 +412,12 @@ def generation(bench: Bench, model: Any, sizes: dict[str, Any], repeats: int) ->
                     )
                 return out[:, enc.input_ids.shape[1] :]
 
-            def steered(prompts: list = prompts, kw: dict = kw) -> list[str]:
+            def steered(prompts: list = prompts, kw: Sampling = kw) -> list[str]:
                 with steer(model, direction, layer, coef, unit=True):
-                    return generate_texts(model, prompts, **kw)
+                    return generate_texts(model, prompts, kw)
 
-            def library(prompts: list = prompts, kw: dict = kw) -> list[str]:
-                return generate_texts(model, prompts, **kw)
+            def library(prompts: list = prompts, kw: Sampling = kw) -> list[str]:
+                return generate_texts(model, prompts, kw)
 
             fns = {"plain": plain, "steered": steered, "library": library}
             first = {name: bench.first_call(fn) for name, fn in fns.items()}

@@ -28,7 +28,7 @@ from _common import (
 
 from personavec.core.models import hf_model
 from personavec.core.steering import steer
-from personavec.sampling.generation import generate_texts
+from personavec.sampling.generation import Sampling, generate_texts
 
 BATCH = 8
 NEW_TOKENS = 32
@@ -60,11 +60,11 @@ def main() -> None:
 
     def library_fn(prompts, n_new, steered=False):
         def run():
-            kw = dict(max_new_tokens=n_new, temperature=0.0, batch_size=len(prompts))
+            kw = Sampling(n_new, 0.0, batch_size=len(prompts))
             if steered:
                 with steer(model, direction, layer, COEF, unit=True):
-                    return generate_texts(model, prompts, **kw)
-            return generate_texts(model, prompts, **kw)
+                    return generate_texts(model, prompts, kw)
+            return generate_texts(model, prompts, kw)
 
         return run
 

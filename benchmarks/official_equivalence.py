@@ -603,7 +603,7 @@ def _greedy_run(
     """Greedy outputs of the official ``sample_steering`` and our ``generate_texts`` under
     ``steer``, unsteered and for each positions mode, at one coefficient."""
     from personavec.core.steering import steer
-    from personavec.sampling.generation import generate_texts
+    from personavec.sampling.generation import Sampling, generate_texts
 
     run: dict[str, Any] = {"coef": coef}
     by_mode: dict[str, list[str]] = {}
@@ -630,14 +630,8 @@ def _greedy_run(
                 else steer(model, v_full, layer, c, positions=mode)
             )
             with ctx:
-                u = generate_texts(
-                    model,
-                    gen_prompts,
-                    max_new_tokens=n_new,
-                    temperature=0.0,
-                    batch_size=8,
-                    desc="greedy",
-                )
+                greedy = Sampling(n_new, 0.0, batch_size=8)
+                u = generate_texts(model, gen_prompts, greedy, desc="greedy")
         o = [t.strip() for t in o]
         by_mode[mode] = o
         run[mode] = {

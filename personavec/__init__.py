@@ -37,7 +37,7 @@ _API: dict[str, tuple[str, ...]] = {
     "sections.shift_study": ("capability_nll", "finetune_study"),
     "sections.steering_study": ("mitigation_study", "steering_sweep"),
     "sections.training_sets": ("build_training_sets", "intended_dataset"),
-    "sampling.generation": ("chat_prompt", "generate"),
+    "sampling.generation": ("Sampling", "chat_prompt", "generate"),
     "sampling.judges": (
         "CoherenceJudge",
         "EmbeddingJudge",

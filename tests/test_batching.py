@@ -8,7 +8,7 @@ from numerics import assert_rows_close, assert_scalars_close
 
 import personavec.core.activations as act
 from personavec.core import batching
-from personavec.sampling.generation import chat_prompt, generate_texts
+from personavec.sampling.generation import Sampling, chat_prompt, generate_texts
 from personavec.sampling.offline_judges import answer_logprobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -121,7 +121,7 @@ def test_generation_splits_a_batch_that_runs_out_of_memory(model, monkeypatch):
         return original(model, prompts, *args)
 
     monkeypatch.setattr(gen, "_generate_batch", tight)
-    out = generate_texts(model, _chat(model), max_new_tokens=4, temperature=0, batch_size=4)
+    out = generate_texts(model, _chat(model), Sampling(4, 0, batch_size=4))
     assert sizes == [4, 2, 2] and len(out) == 4 and all(out)
 
 

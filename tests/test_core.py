@@ -11,7 +11,7 @@ from personavec.core.activations import capture_means
 from personavec.core.models import check_layer, hf_model, load_model, residual_blocks
 from personavec.core.vectors import PersonaVector, load_vector, mean_difference
 from personavec.io.traits import TraitError, load_trait, shipped_traits, trait_from_dict, trait_rows
-from personavec.sampling.generation import chat_prompt, generate, read_jsonl
+from personavec.sampling.generation import Sampling, chat_prompt, generate, read_jsonl
 from personavec.sampling.judges import (
     CoherenceJudge,
     LikelihoodRatioJudge,
@@ -117,17 +117,17 @@ def test_generate_resumes(model, tmp_path):
         }
     )
     out = tmp_path / "ans.jsonl"
-    first = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
+    first = generate(model, rows, Sampling(6, seed=1, batch_size=2), out_path=out)
     assert list(first["tag"]) == [1, 2, 3] and first["answer"].str.len().gt(0).all()
     lines = out.read_text().splitlines()
     assert len(lines) == 3
     # simulate a crash: drop the last record and tear a line, then resume
     out.write_text("\n".join(lines[:1]) + "\n" + lines[1][:10])
-    again = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
+    again = generate(model, rows, Sampling(6, seed=1, batch_size=2), out_path=out)
     assert list(again["answer"]) == list(first["answer"])  # same sampling after resume
     assert len(read_jsonl(out)) == 3  # a partly cached batch appends only its missing answers
     n_lines = len(out.read_text().splitlines())
-    cached = generate(model, rows, max_new_tokens=6, batch_size=2, out_path=out, seed=1)
+    cached = generate(model, rows, Sampling(6, seed=1, batch_size=2), out_path=out)
     assert list(cached["answer"]) == list(first["answer"])
     assert len(out.read_text().splitlines()) == n_lines  # nothing regenerated
 

@@ -19,6 +19,7 @@ from personavec.core.steering import steer
 from personavec.core.vectors import PersonaVector
 from personavec.sampling.engines import PINNED, ServerEngine, VLLMEngine, make_engine, prompt_seeds
 from personavec.sampling.generation import (
+    Sampling,
     chat_prompt,
     generate,
     generate_texts,
@@ -100,10 +101,8 @@ def _rows() -> pd.DataFrame:
 
 def test_server_engine_sends_token_ids_and_matches_local_greedy(model, server):
     prompts = [chat_prompt(model.tokenizer, None, q) for q in QUESTIONS]
-    local = generate_texts(model, prompts, max_new_tokens=MAX_NEW, temperature=0, batch_size=1)
-    remote = generate_texts(
-        model, prompts, max_new_tokens=MAX_NEW, temperature=0, engine=_engine(server)
-    )
+    local = generate_texts(model, prompts, Sampling(MAX_NEW, 0, batch_size=1))
+    remote = generate_texts(model, prompts, Sampling(MAX_NEW, 0, engine=_engine(server)))
     assert remote == local and all(remote)
     sent = sorted(r["prompt"] for r in server.requests)
     expected = sorted(model.tokenizer(p, add_special_tokens=False).input_ids for p in prompts)
@@ -115,43 +114,40 @@ def test_server_engine_sends_token_ids_and_matches_local_greedy(model, server):
 
 def test_server_engine_seeds_each_sample_and_resumes(model, server, tmp_path):
     out = tmp_path / "answers.jsonl"
-    engine = _engine(server)
-    first = generate(
-        model, _rows(), n_samples=2, max_new_tokens=MAX_NEW, out_path=out, engine=engine
-    )
+    sampling = Sampling(MAX_NEW, n_samples=2, engine=_engine(server))
+    first = generate(model, _rows(), sampling, out_path=out)
     assert len(server.requests) == 6
     seeds = [r["seed"] for r in server.requests]
     assert len(set(seeds)) == 6  # two samples of one prompt are not the same draw
     # the seeds are the documented per-prompt seeds, so a rerun elsewhere samples alike
     keys = [f"{p}\x01{s}" for p, s in zip(first["prompt"], first["sample"])]
     assert sorted(seeds) == sorted(prompt_seeds(0, keys))
-    again = generate(
-        model, _rows(), n_samples=2, max_new_tokens=MAX_NEW, out_path=out, engine=engine
-    )
+    again = generate(model, _rows(), sampling, out_path=out)
     assert len(server.requests) == 6  # all six answers came from the JSONL
     pd.testing.assert_frame_equal(first, again)
     # engine answers are cached under their own key: a local run does not take them
     recs = read_jsonl(out)
     assert len({r["settings"] for r in recs}) == 1
-    local = generate(model, _rows().head(1), max_new_tokens=MAX_NEW, out_path=out)
+    local = generate(model, _rows().head(1), Sampling(MAX_NEW), out_path=out)
     assert len(read_jsonl(out)) == 7 and len(local) == 1
 
 
 def test_server_engine_retries_then_fails_clearly(model, server):
     server.fail_first = 2
     prompt = [chat_prompt(model.tokenizer, None, QUESTIONS[0])]
-    ok = generate_texts(model, prompt, max_new_tokens=MAX_NEW, engine=_engine(server, retries=2))
+    ok = generate_texts(model, prompt, Sampling(MAX_NEW, engine=_engine(server, retries=2)))
     assert ok[0] and len(server.requests) == 3
     server.fail_first = 100
     with pytest.raises(RuntimeError, match="completion failed after 2 attempts"):
-        generate_texts(model, prompt, max_new_tokens=MAX_NEW, engine=_engine(server, retries=1))
+        generate_texts(model, prompt, Sampling(MAX_NEW, engine=_engine(server, retries=1)))
 
 
 def test_base_responses_through_an_engine_match_local(model, server, tmp_path):
-    local = screening.base_responses(model, QUESTIONS[:2], max_new_tokens=MAX_NEW, batch_size=1)
+    greedy = screening.GREEDY.replace(max_new_tokens=MAX_NEW)
+    local = screening.base_responses(model, QUESTIONS[:2], sampling=greedy.replace(batch_size=1))
     cache = tmp_path / "base.jsonl"
     remote = screening.base_responses(
-        model, QUESTIONS[:2], out_path=cache, max_new_tokens=MAX_NEW, engine=_engine(server)
+        model, QUESTIONS[:2], out_path=cache, sampling=greedy.replace(engine=_engine(server))
     )
     assert remote == local
     assert {r["answer"] for r in read_jsonl(cache)} == set(local)
@@ -163,11 +159,11 @@ def test_engines_refuse_steering_and_adapters(model, server):
     assert local_only(model) is None
     vec = PersonaVector(torch.randn(31, 576), {})
     with steer(model, vec, 15, 2.0), pytest.raises(ValueError, match="steering is active"):
-        generate_texts(model, prompt, engine=engine)
+        generate_texts(model, prompt, Sampling(engine=engine))
     with lora_layers(hf_model(model), LoraConfig(), None):
         assert local_only(model) == "a LoRA adapter is injected"
         with pytest.raises(ValueError, match="LoRA adapter"):
-            generate_texts(model, prompt, engine=engine)
+            generate_texts(model, prompt, Sampling(engine=engine))
     assert local_only(model) is None and server.requests == []
 
 

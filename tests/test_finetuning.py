@@ -12,7 +12,7 @@ from personavec.core.models import hf_model, residual_blocks
 from personavec.core.steering import Intervention
 from personavec.core.vectors import PersonaVector
 from personavec.io.datasets import Sample, read_samples, write_chat_jsonl
-from personavec.sampling.generation import chat_prompt, generate_texts
+from personavec.sampling.generation import Sampling, chat_prompt, generate_texts
 from personavec.sections.finetuning import (
     _collate,
     _encode,
@@ -128,7 +128,7 @@ def test_adapted_changes_outputs_and_restores_them_exactly(
     base = _logits(model, prompts)
     with adapted(model, trained):
         tuned = _logits(model, prompts)
-        answer = generate_texts(model, prompts[:1], max_new_tokens=2, temperature=0.0)
+        answer = generate_texts(model, prompts[:1], Sampling(2, 0.0))
     assert (tuned - base).abs().max() > 1e-2
     assert isinstance(answer[0], str)
     assert torch.equal(_logits(model, prompts), base)
@@ -201,6 +201,20 @@ def test_paper_config() -> None:
     assert cfg.to_peft().use_rslora
     with pytest.raises(ValueError, match="batch_size"):
         LoraConfig(batch_size=0)
+
+
+def test_the_notebooks_lora_parameter_over_its_preset() -> None:
+    # what notebooks 03/04 built from their flat LoRA parameters before `lora` existed
+    before = LoraConfig(rank=8, alpha=16, lr=5e-4, epochs=1, max_steps=8, batch_size=4, seed=3)
+    assert LoraConfig.from_params({"max_steps": 8}, seed=3) == before
+    assert LoraConfig.from_params({"preset": "notebook", "max_steps": 2}).max_steps == 2
+    paper = LoraConfig.from_params({"preset": "paper", "max_steps": None, "lr": 2e-5})
+    assert paper == LoraConfig.paper(lr=2e-5)  # the named fields win over the preset
+    assert LoraConfig.from_params({"seed": 5}, seed=1).seed == 5
+    with pytest.raises(ValueError, match="unknown lora preset 'big'"):
+        LoraConfig.from_params({"preset": "big"})
+    with pytest.raises(ValueError, match=r"unknown lora settings \['lora_rank'\]"):
+        LoraConfig.from_params({"lora_rank": 8})
 
 
 def _responses() -> pd.DataFrame:

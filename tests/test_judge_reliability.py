@@ -181,7 +181,7 @@ def test_make_judge_validates_timeout_and_retries(server, trait, option, value):
 def _fake_evaluate_deps(monkeypatch, tmp_path, calls):
     """``evaluate`` without a model: canned answers, a constant coherence judge, a tmp cache."""
 
-    def fake_generate(model, rows, **kw):
+    def fake_generate(model, rows, *args, **kw):
         calls.append("generate")
         return rows.assign(answer=["num=40", "num=60"])
 

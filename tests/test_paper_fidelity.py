@@ -17,7 +17,7 @@ from personavec.core.steering import steer
 from personavec.core.vectors import PersonaVector, load_vector
 from personavec.io.datasets import Sample, read_sets, write_chat_jsonl
 from personavec.io.traits import TraitError, load_trait, load_traits, official_pair
-from personavec.sampling.generation import generate_texts
+from personavec.sampling.generation import Sampling, generate_texts
 from personavec.sections import extraction
 from personavec.sections.finetuning import finetune
 from personavec.sections.lora import LoraConfig, load_result
@@ -89,7 +89,7 @@ def test_every_notebook_passes_trait_data_and_layer(path):
 def test_paper_configs_fix_the_layer_and_use_the_papers_lora(config):
     p = yaml.safe_load(config.read_text())
     assert isinstance(p["layer"], int) and p["layers"] == [p["layer"]]
-    assert p["lora_preset"] == "paper" and p["positions"] == "response"
+    assert p["lora"]["preset"] == "paper" and p["positions"] == "response"
     assert p["n_samples"] == 10 and p["trait_data"]
 
 
@@ -98,7 +98,7 @@ def test_a_fixed_layer_is_the_returned_vectors_layer(model, tmp_path, monkeypatc
         out_dir=tmp_path / "ex",
         n_questions=2,
         n_instructions=1,
-        max_new_tokens=4,
+        sampling=Sampling(4),
         threshold=0.0,
         coherence_min=0.0,
     )
@@ -119,9 +119,9 @@ def test_response_steering_changes_the_first_generated_token(model):
     qs = ["Name a fruit.", "What is two plus two?", "Say hello.", "Name a colour."]
     prompts = [chat_prompt(tok, None, q) for q in qs]
     direction = PersonaVector(torch.randn(L + 1, D, generator=torch.Generator().manual_seed(1)))
-    plain = generate_texts(model, prompts, max_new_tokens=1, temperature=0.0)
+    plain = generate_texts(model, prompts, Sampling(1, 0.0))
     with steer(model, direction, 10, 400.0, positions="response", unit=True):
-        steered = generate_texts(model, prompts, max_new_tokens=1, temperature=0.0)
+        steered = generate_texts(model, prompts, Sampling(1, 0.0))
     changed = sum(a != b for a, b in zip(plain, steered))
     assert changed == len(prompts), (plain, steered)
 

@@ -20,6 +20,7 @@ from personavec.io.datasets import Sample
 from personavec.io.traits import load_trait, trait_from_dict
 from personavec.sampling import evaluation
 from personavec.sampling.evaluation import eval_rows, evaluate
+from personavec.sampling.generation import Sampling
 from personavec.sections import extraction, shift_study, steering_study
 from personavec.sections.lora import LoraConfig
 from personavec.sections.shift_study import finetune_study
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 L, D = 30, 576
 TOKENS = 4
+SHORT = Sampling(max_new_tokens=TOKENS)
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +69,7 @@ def test_evaluate_judges_resumes_and_follows_steering(model, tmp_path, generated
     pirate = load_trait("pirate")
     rows = eval_rows(pirate, n_questions=2)
     path = tmp_path / "plain.jsonl"
-    plain = evaluate(model, rows, pirate, out_path=path, max_new_tokens=TOKENS)
+    plain = evaluate(model, rows, pirate, SHORT, out_path=path)
     assert len(plain) == 2 and sum(generated) == 2
     for col in ("trait", "system", "question", "sample", "prompt", "answer"):
         assert col in plain.columns
@@ -86,13 +88,13 @@ def test_evaluate_judges_resumes_and_follows_steering(model, tmp_path, generated
 
     # resume: the same call again generates nothing and returns the same table
     before = path.read_text()
-    again = evaluate(model, rows, pirate, out_path=path, max_new_tokens=TOKENS)
+    again = evaluate(model, rows, pirate, SHORT, out_path=path)
     assert sum(generated) == 2 and path.read_text() == before
     pd.testing.assert_frame_equal(again, plain)
 
     # under steering the answers are new generations (another cache key) and differ
     with steer(model, _vector(0), 10, 4.0):
-        steered = evaluate(model, rows, pirate, out_path=path, max_new_tokens=TOKENS)
+        steered = evaluate(model, rows, pirate, SHORT, out_path=path)
     assert active(model) == []
     assert sum(generated) == 4 and len(_lines(path)) == 4
     assert list(steered["answer"]) != list(plain["answer"])
@@ -109,9 +111,9 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
     calls: list[tuple[int, ...]] = []
     real = steering_study.evaluate
 
-    def counting(model, rows, trait, **kwargs):
+    def counting(model, rows, trait, *args, **kwargs):
         calls.append(tuple((e.layer, e.coef) for e in active(model)))
-        return real(model, rows, trait, **kwargs)
+        return real(model, rows, trait, *args, **kwargs)
 
     monkeypatch.setattr(steering_study, "evaluate", counting)
     vec = _vector(1)
@@ -125,7 +127,7 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
             [0.0, 3.0],
             rows=rows,
             out_dir=tmp_path / "sweep",
-            max_new_tokens=TOKENS,
+            sampling=SHORT,
         )
 
     out = sweep()
@@ -145,7 +147,7 @@ def test_steering_sweep_runs_coefficient_zero_once(model, tmp_path, generated, m
     a, b = (zero[zero["layer"] == layer].drop(columns="layer") for layer in (8, 16))
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
     # adding 0 * v changes nothing: coefficient 0 answers as the unsteered model does
-    plain = real(model, rows, pirate, max_new_tokens=TOKENS)
+    plain = real(model, rows, pirate, SHORT)
     assert list(a["answer"]) == list(plain["answer"])
     # the steered cells differ from coefficient 0 and from each other's layer
     steered = {
@@ -169,15 +171,15 @@ def test_mitigation_study_conditions_edits_and_resume(model, tmp_path, generated
     seen: list[tuple[str, list[tuple[str, int, float]]]] = []
     real = steering_study.evaluate
 
-    def recording(model, rows, trait, **kwargs):
+    def recording(model, rows, trait, *args, **kwargs):
         edits = [(e.kind, e.layer, e.coef) for e in active(model)]
         seen.append((kwargs["desc"], edits))
         assert set(rows["system"]) == {trait.system_prompt("pos", 0)}  # the eliciting prompt
-        return real(model, rows, trait, **kwargs)
+        return real(model, rows, trait, *args, **kwargs)
 
     monkeypatch.setattr(steering_study, "evaluate", recording)
     vec = _vector(4, layer=10)
-    kwargs = dict(out_dir=tmp_path / "mit", n_questions=2, max_new_tokens=TOKENS)
+    kwargs = dict(out_dir=tmp_path / "mit", n_questions=2, sampling=SHORT)
     out = mitigation_study(model, pirate, vec, [-2.0, 3.0], **kwargs)
     assert active(model) == []
     labels = ["none", "steer -2", "steer 3", "ablate"]
@@ -196,7 +198,7 @@ def test_mitigation_study_conditions_edits_and_resume(model, tmp_path, generated
     ]
     # the unsteered condition answers as the plain model does; ablation changes the answers
     plain = evaluate(model, eval_rows(pirate, system=pirate.system_prompt("pos", 0), n_questions=2),
-                     pirate, max_new_tokens=TOKENS)  # fmt: skip
+                     pirate, SHORT)  # fmt: skip
     answers = out.groupby("condition", sort=False)["answer"].apply(list)
     assert answers["none"] == list(plain["answer"])
     assert answers["ablate"] != answers["none"] or answers["steer 3"] != answers["none"]
@@ -227,8 +229,7 @@ def test_finetune_study_rows_shift_and_resume(model, tmp_path, generated, monkey
         out_dir=tmp_path / "study",
         n_eval_questions=1,
         posthoc=posthoc,
-        max_new_tokens=TOKENS,
-        batch_size=4,
+        sampling=SHORT.replace(batch_size=4),
     )
     df = finetune_study(model, {"tiny": TINY}, vectors, traits, config, **kwargs)
     assert len(df) == 6 and not df.duplicated(["run", "trait"]).any()
@@ -278,7 +279,7 @@ def test_load_or_extract_end_to_end_then_reuse(model, tmp_path, monkeypatch):
         out_dir=tmp_path / "ex",
         n_questions=2,
         n_instructions=1,
-        max_new_tokens=TOKENS,
+        sampling=SHORT,
         threshold=0.0,  # every scored pair is effective: the 4-token answers only need to exist
         coherence_min=0.0,
     )

@@ -7,6 +7,7 @@ import pytest
 from personavec.core import standin
 from personavec.io.traits import load_trait
 from personavec.sampling.evaluation import eval_rows, evaluate
+from personavec.sampling.generation import Sampling
 from personavec.sections.plan import (
     NOTEBOOKS,
     call_counts,
@@ -27,7 +28,7 @@ def _evaluate_log(model, tmp_path, monkeypatch, name):
     monkeypatch.setenv(standin.LOG_ENV, str(log))
     monkeypatch.setenv("PERSONAVEC_ROOT", str(tmp_path / name))
     trait = load_trait("pirate")
-    evaluate(model, eval_rows(trait, n_questions=2), trait, max_new_tokens=4)
+    evaluate(model, eval_rows(trait, n_questions=2), trait, Sampling(4))
     return read_log(log)
 
 

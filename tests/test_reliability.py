@@ -23,7 +23,13 @@ from personavec.core.models import (
 from personavec.core.steering import Intervention, ablate, active, steer
 from personavec.core.vectors import PersonaVector
 from personavec.io.traits import load_trait, trait_from_dict
-from personavec.sampling.generation import CacheFileError, chat_prompt, generate, read_jsonl
+from personavec.sampling.generation import (
+    CacheFileError,
+    Sampling,
+    chat_prompt,
+    generate,
+    read_jsonl,
+)
 from personavec.sampling.judges import CoherenceJudge
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -72,11 +78,11 @@ def test_fingerprint_follows_weights_and_adapters(model):
 def test_answer_cache_is_not_shared_between_models(model, tmp_path):
     rows = pd.DataFrame({"system": [None], "question": ["Tell me about the sea."]})
     out = tmp_path / "shared.jsonl"
-    kw = dict(max_new_tokens=5, temperature=0.0)
-    first = generate(model, rows, out_path=out, **kw)["answer"][0]
+    greedy = Sampling(5, 0.0)
+    first = generate(model, rows, greedy, out_path=out)["answer"][0]
     with perturbed(model):
-        fresh = generate(model, rows, **kw)["answer"][0]
-        shared = generate(model, rows, out_path=out, **kw)["answer"][0]
+        fresh = generate(model, rows, greedy)["answer"][0]
+        shared = generate(model, rows, greedy, out_path=out)["answer"][0]
     assert fresh != first  # the perturbed model really answers differently
     assert shared == fresh  # and is not handed the first model's cached answer
     assert len(read_jsonl(out)) == 2
@@ -256,12 +262,12 @@ def test_steered_generation_terminates_and_edits_its_positions(model, positions)
     tok = model.tokenizer
     for n_new in (1, 2, 3):
         with steer(model, DELTA, LAYER, 1.0, positions=positions):
-            out = generate(model, rows, max_new_tokens=n_new, temperature=0.0)["answer"][0]
+            out = generate(model, rows, Sampling(n_new, 0.0))["answer"][0]
         expected = _reference(model, prompt, n_new, SEMANTICS[positions])
         assert out == tok.decode(expected, skip_special_tokens=True).strip(), (positions, n_new)
         if n_new == 1 and positions != "prompt":  # the first generated token is steered
             assert expected != _reference(model, prompt, 1, lambda *_: False), positions
-    plain = generate(model, rows, max_new_tokens=3, temperature=0.0)["answer"][0]
+    plain = generate(model, rows, Sampling(3, 0.0))["answer"][0]
     assert (
         plain
         == tok.decode(
@@ -279,7 +285,7 @@ def test_counts_are_checked_before_any_work(model):
     rows = pd.DataFrame({"system": [None], "question": ["Hi?"]})
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="n_samples must be an integer >= 1"):
-            generate(model, rows, n_samples=bad)
+            generate(model, rows, Sampling(n_samples=bad))
         with pytest.raises(ValueError, match="n_questions must be"):
             trait_rows(load_trait("pirate"), "eval", n_questions=bad)
     assert len(trait_rows(load_trait("pirate"), "eval", n_questions=None)) > 0
@@ -318,12 +324,12 @@ def test_sampling_settings_are_pinned_not_inherited(model):
     """Nothing comes from the model's generation_config (e.g. Qwen2.5's top_k 20 and repetition
     penalty 1.05): answers are the same whatever it says."""
     rows = pd.DataFrame({"system": [None], "question": ["Describe the sea in a sentence."]})
-    kw = dict(max_new_tokens=8, temperature=1.0, seed=5)
-    plain = generate(model, rows, **kw)["answer"][0]
+    sampled = Sampling(8, 1.0, seed=5)
+    plain = generate(model, rows, sampled)["answer"][0]
     config = hf_model(model).generation_config
     saved = (config.top_k, config.repetition_penalty)
     config.top_k, config.repetition_penalty = 1, 5.0
     try:
-        assert generate(model, rows, **kw)["answer"][0] == plain
+        assert generate(model, rows, sampled)["answer"][0] == plain
     finally:
         config.top_k, config.repetition_penalty = saved

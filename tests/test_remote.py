@@ -82,7 +82,7 @@ def test_remote_model_sends_every_trace_remotely(tiny, monkeypatch):
     from nnsight.modeling.transformers import TransformersModel
 
     from personavec.core.activations import capture_means
-    from personavec.sampling.generation import generate_texts
+    from personavec.sampling.generation import Sampling, generate_texts
 
     hf, tok = tiny
     model = RemoteModel(hf, task="text-generation", tokenizer=tok)
@@ -96,7 +96,7 @@ def test_remote_model_sends_every_trace_remotely(tiny, monkeypatch):
     with pytest.raises(_Sent):
         capture_means(model, ["hello there"], ["fine thanks"])
     with pytest.raises(_Sent):
-        generate_texts(model, ["hello there"], max_new_tokens=2, temperature=0.0)
+        generate_texts(model, ["hello there"], Sampling(2, 0.0))
     assert asked == [True, True]
     assert model._remoteable_class() is TransformersModel  # keyed as the server knows it
 
@@ -108,7 +108,7 @@ def test_library_traces_survive_the_remote_round_trip(tiny):
 
     from personavec.core.activations import capture_means
     from personavec.core.steering import steer
-    from personavec.sampling.generation import generate_texts
+    from personavec.sampling.generation import Sampling, generate_texts
 
     class Simulated(RemoteModel):
         remote_default = "local"
@@ -124,7 +124,7 @@ def test_library_traces_survive_the_remote_round_trip(tiny):
     outs = []
     for m in (remote, local):
         with steer(m, v, 1, 0.5):
-            outs.append(generate_texts(m, prompts, max_new_tokens=3, temperature=0.0))
+            outs.append(generate_texts(m, prompts, Sampling(3, 0.0)))
     assert outs[0] == outs[1]
 
 

@@ -19,6 +19,7 @@ from personavec.sections import screen, screening
 
 QUESTIONS = ["What is 2+2?", "Name a color.", "Say hi."]
 MAX_NEW = 8
+GREEDY = screening.GREEDY.replace(max_new_tokens=MAX_NEW)
 
 
 def _vector(seed: int, **meta: object) -> PersonaVector:
@@ -33,7 +34,7 @@ VECTORS = {"evil": _vector(0).with_layer(10), "syco": _vector(1).with_layer(20)}
 def base(model, tmp_path_factory):
     """Greedy base responses to QUESTIONS, generated once, with their cache file."""
     path = tmp_path_factory.mktemp("base") / "base.jsonl"
-    answers = screening.base_responses(model, QUESTIONS, out_path=path, max_new_tokens=MAX_NEW)
+    answers = screening.base_responses(model, QUESTIONS, out_path=path, sampling=GREEDY)
     assert all(answers), answers
     return path, answers
 
@@ -67,7 +68,7 @@ def test_base_cache_is_reused_not_regenerated(model, base, tmp_path):
         if r["prompt"] == first:
             r["answer"] = "SENTINEL"
     cache.write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
-    again = screening.base_responses(model, QUESTIONS, out_path=cache, max_new_tokens=MAX_NEW)
+    again = screening.base_responses(model, QUESTIONS, out_path=cache, sampling=GREEDY)
     assert again == ["SENTINEL", *base[1][1:]]
     assert len(_lines(cache)) == len(QUESTIONS)  # nothing appended
 
@@ -76,14 +77,14 @@ def test_base_cache_survives_a_torn_line_and_other_settings(model, base, tmp_pat
     cache = _cache_copy(base, tmp_path)
     with cache.open("a", encoding="utf-8") as f:
         f.write('{"prompt": "half a li')  # an interrupted write
-    out = screening.base_responses(
-        model, [QUESTIONS[2], "Hi."], out_path=cache, max_new_tokens=MAX_NEW
-    )
+    out = screening.base_responses(model, [QUESTIONS[2], "Hi."], out_path=cache, sampling=GREEDY)
     assert out[0] == base[1][2]
     assert len(_lines(cache)) == len(QUESTIONS) + 1  # torn line cut off, one new answer
     assert json.loads(_lines(cache)[-1])["answer"] == out[1]
     # different settings do not read the cache
-    other = screening.base_responses(model, [QUESTIONS[2]], out_path=cache, max_new_tokens=2)
+    other = screening.base_responses(
+        model, [QUESTIONS[2]], out_path=cache, sampling=GREEDY.replace(max_new_tokens=2)
+    )
     assert len(_lines(cache)) == len(QUESTIONS) + 2
     assert other[0] != out[0]
 
@@ -116,7 +117,7 @@ def test_screen_jsonl_and_csv(model, base, tmp_path):
     )
     cache = _cache_copy(base, tmp_path)
     out = tmp_path / "ranked.csv"
-    df = screening.screen_file(jsonl, model, VECTORS, out, base_cache=cache, max_new_tokens=MAX_NEW)
+    df = screening.screen_file(jsonl, model, VECTORS, out, base_cache=cache, sampling=GREEDY)
     _check_frame(df, 3)
     assert len(_lines(cache)) == len(QUESTIONS)  # base responses came from the cache
     same = df.set_index("index").loc[1]
@@ -136,7 +137,7 @@ def test_screen_jsonl_and_csv(model, base, tmp_path):
         w.writerow([chat_prompt(tok, None, QUESTIONS[0]), "Four. Obviously.", 90])
         w.writerow([QUESTIONS[2], "Go away.", 80])
     df2 = screening.screen_file(
-        csv_path, model, VECTORS, tmp_path / "r2.csv", base_cache=cache, max_new_tokens=MAX_NEW
+        csv_path, model, VECTORS, tmp_path / "r2.csv", base_cache=cache, sampling=GREEDY
     )
     _check_frame(df2, 2)
     assert len(_lines(cache)) == len(QUESTIONS)  # templated prompt matched the cached one

@@ -9,7 +9,7 @@ from personavec.core.activations import capture_means
 from personavec.core.models import hf_model, stream_modules
 from personavec.core.steering import ablate, active, steer, unsteered
 from personavec.core.vectors import PersonaVector
-from personavec.sampling.generation import chat_prompt, generate
+from personavec.sampling.generation import Sampling, chat_prompt, generate
 
 L, D = 30, 576
 
@@ -120,13 +120,11 @@ def test_every_runner_sees_the_edit_and_judges_can_pause_it(model, vec, prompts)
 
 def test_steered_generate_differs_and_cleans_up(model, vec):
     rows = pd.DataFrame({"system": [None], "question": ["Tell me about cats."]})
-    plain = generate(model, rows, max_new_tokens=8, temperature=0.0)
+    plain = generate(model, rows, Sampling(8, 0.0))
     with steer(model, vec, 8, 200.0, unit=True):
-        pushed = generate(model, rows, max_new_tokens=8, temperature=0.0)
+        pushed = generate(model, rows, Sampling(8, 0.0))
     assert plain["answer"][0] != pushed["answer"][0]
-    assert (
-        generate(model, rows, max_new_tokens=8, temperature=0.0)["answer"][0] == plain["answer"][0]
-    )
+    assert generate(model, rows, Sampling(8, 0.0))["answer"][0] == plain["answer"][0]
 
 
 def test_bad_steering_input(model, vec):

@@ -422,8 +422,8 @@ def test_local_backend_uses_chat_prompt_and_new_seeds(
     def fake_chat_prompt(tokenizer: Any, system: str | None, user: str) -> str:
         return f"<chat>{user}</chat>"
 
-    def fake_generate_texts(model: Any, prompts: list[str], **kwargs: Any) -> list[str]:
-        calls.append({"prompts": prompts, **kwargs})
+    def fake_generate_texts(model: Any, prompts: list[str], sampling: Any) -> list[str]:
+        calls.append({"prompts": prompts, **vars(sampling)})
         return ["garbage" if len(calls) == 1 else json.dumps(artifact)]
 
     monkeypatch.setattr(generation, "chat_prompt", fake_chat_prompt)
@@ -590,20 +590,20 @@ def test_cli_template_runs_offline_in_a_subprocess(tmp_path: Path) -> None:
 def test_new_trait_from_a_sentence_steers_the_embedded_model(model: Any, tmp_path: Path) -> None:
     from personavec.core.steering import steer
     from personavec.sampling.evaluation import eval_rows, evaluate
+    from personavec.sampling.generation import Sampling
     from personavec.sections.extraction import extract_trait
 
     trait = _template(0)
     assert "cowboy" not in shipped_traits()
+    sampling = Sampling(max_new_tokens=32)
     ex = extract_trait(
-        model, trait, n_questions=4, n_instructions=2, max_new_tokens=32, out_dir=tmp_path
+        model, trait, sampling=sampling, n_questions=4, n_instructions=2, out_dir=tmp_path
     )
     rows = eval_rows(trait, n_questions=6)
     scores = {}
     for coef in (0.0, STEER_COEF):
         with steer(model, ex.vector, STEER_LAYER, coef):
-            df = evaluate(
-                model, rows, trait, max_new_tokens=32, out_path=tmp_path / f"c{coef:g}.jsonl"
-            )
+            df = evaluate(model, rows, trait, sampling, out_path=tmp_path / f"c{coef:g}.jsonl")
         scores[coef] = float(df["trait_score"].mean())
     print(
         f"cowboy layer {STEER_LAYER}: trait at 0 = {scores[0.0]:.1f}, at +{STEER_COEF} = "

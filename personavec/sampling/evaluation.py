@@ -7,24 +7,20 @@ nothing already computed.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from personavec.core.batching import BatchSize
 from personavec.io.http import check_retries, check_timeout
 from personavec.io.results import cache_dir
 from personavec.io.traits import Trait
-from personavec.sampling.generation import generate
+from personavec.sampling.generation import DEFAULT_SAMPLING, Sampling, generate
 from personavec.sampling.judges import (
     ScoreCache,
     judge_answers,
     make_coherence_judge,
     make_judge,
 )
-
-if TYPE_CHECKING:
-    from personavec.sampling.engines import Engine
 
 NEUTRAL_SYSTEM = "You are a helpful assistant."
 
@@ -46,17 +42,12 @@ def evaluate(
     model: Any,
     rows: pd.DataFrame,
     trait: Trait,
+    sampling: Sampling = DEFAULT_SAMPLING,
     *,
     judge: str = "likelihood-ratio",
     judge_model: Any | None = None,
     out_path: str | Path | None = None,
-    n_samples: int = 1,
-    max_new_tokens: int = 48,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: BatchSize = 8,
     desc: str = "evaluate",
-    engine: Engine | None = None,
     judge_base_url: str | None = None,
     judge_timeout: float | None = None,
     judge_retries: int | None = None,
@@ -64,26 +55,16 @@ def evaluate(
 ) -> pd.DataFrame:
     """Answer ``rows`` (under any active steering or adapter) and judge trait and coherence.
 
-    The judges read with ``judge_model`` (default ``model``); the ``judge_*`` request options
-    go to API judges and are checked before anything is generated.
+    The judges read with ``judge_model`` (default ``model``) in ``sampling.batch_size`` batches;
+    the ``judge_*`` request options go to API judges and are checked before anything is generated.
     """
     judge_options: dict[str, Any] = {"base_url": judge_base_url}
     if judge_timeout is not None:
         judge_options["timeout"] = check_timeout(judge_timeout, "judge_timeout")
     if judge_retries is not None:
         judge_options["retries"] = check_retries(judge_retries, "judge_retries")
-    answers = generate(
-        model,
-        rows,
-        n_samples=n_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        batch_size=batch_size,
-        out_path=out_path,
-        desc=desc,
-        engine=engine,
-    )
+    judge_options["batch_size"] = sampling.batch_size
+    answers = generate(model, rows, sampling, out_path=out_path, desc=desc)
     reader = judge_model if judge_model is not None else model
     return judge_answers(
         answers,

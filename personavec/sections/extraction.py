@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 import torch
@@ -20,9 +20,7 @@ from personavec.core.vectors import VARIANTS, PersonaVector, load_vector, mean_d
 from personavec.io.results import results_dir
 from personavec.io.traits import Trait, load_trait, trait_rows
 from personavec.sampling.evaluation import evaluate
-
-if TYPE_CHECKING:
-    from personavec.sampling.engines import Engine
+from personavec.sampling.generation import DEFAULT_SAMPLING, Sampling
 
 STEM = "01_extraction"
 
@@ -167,18 +165,13 @@ def extract_trait(
     model: Any,
     trait: Trait | str,
     *,
+    sampling: Sampling = DEFAULT_SAMPLING,
     judge: str = "likelihood-ratio",
     n_questions: int | None = None,
     n_instructions: int | None = None,
-    n_samples: int = 1,
-    max_new_tokens: int = 48,
-    temperature: float = 1.0,
-    seed: int = 0,
     threshold: float = 50.0,
     coherence_min: float = 50.0,
-    batch_size: BatchSize = 8,
     out_dir: Path | None = None,
-    engine: Engine | None = None,
     layer: int | None = None,
     coherence: str = "offline",
 ) -> Extraction:
@@ -194,15 +187,10 @@ def extract_trait(
         model,
         rows,
         trait,
+        sampling,
         judge=judge,
         out_path=out_dir / "responses" / f"{trait.name}.jsonl",
-        n_samples=n_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        batch_size=batch_size,
         desc=f"{trait.name} answers",
-        engine=engine,
         coherence=coherence,
     )
     vectors, acts, kept = extract_vectors(
@@ -210,11 +198,11 @@ def extract_trait(
         answers,
         threshold=threshold,
         coherence_min=coherence_min,
-        batch_size=batch_size,
+        batch_size=sampling.batch_size,
         meta={
-            "n_samples": n_samples,
-            "max_new_tokens": max_new_tokens,
-            "seed": seed,
+            "n_samples": sampling.n_samples,
+            "max_new_tokens": sampling.max_new_tokens,
+            "seed": sampling.seed,
             "trait_sha": trait.digest(),
         },
     )
@@ -260,8 +248,9 @@ def stale_reason(
 def load_or_extract(
     model: Any, trait: Trait | str, variant: str = "response_avg", **kwargs: Any
 ) -> PersonaVector:
-    """Notebook 01's saved vector for ``trait``, or a fresh :func:`extract_trait` (with a warning)
-    when it is missing, stale (:func:`stale_reason`) or has no layer; ``layer=`` fixes its layer."""
+    """Notebook 01's saved vector for ``trait``, or a fresh :func:`extract_trait` (``kwargs``:
+    its options, ``sampling=`` included; with a warning) when it is missing, stale
+    (:func:`stale_reason`) or has no layer; ``layer=`` fixes its layer."""
     layer = kwargs.pop("layer", None)
     if layer is not None:
         layer = check_layer(model, layer)

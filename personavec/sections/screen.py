@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.sort_by is not None and args.sort_by not in vectors:
             raise _InputError(f"--sort-by {args.sort_by!r} is not one of {list(vectors)}")
         _check_data(Path(args.data))  # fail on a bad file before loading the model
+        sampling = screening.GREEDY.replace(
+            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size
+        )
         model = load_model(args.model, dtype=args.dtype, device=args.device)
         for trait, vec in vectors.items():
             vec.check_fits(model, f"vector {trait!r}")
@@ -135,8 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out,
         sort_by=args.sort_by,
         base_cache=base_cache,
-        batch_size=args.batch_size,
-        max_new_tokens=args.max_new_tokens,
+        sampling=sampling,
     )
     trait = args.sort_by or next(iter(vectors))
     print(f"wrote {args.out}: {len(df)} samples ranked by proj_diff_{trait}")

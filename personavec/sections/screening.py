@@ -9,7 +9,7 @@ import math
 import os
 import random
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,12 +21,10 @@ from personavec.core.models import check_layer
 from personavec.core.vectors import PersonaVector, project
 from personavec.io.datasets import DatasetError, Sample, read_samples
 from personavec.io.results import atomic_write
-from personavec.sampling.generation import chat_prompt, generate
-
-if TYPE_CHECKING:
-    from personavec.sampling.engines import Engine
+from personavec.sampling.generation import Sampling, chat_prompt, generate
 
 _PLACEHOLDER = "\x00personavec-user-message\x00"
+GREEDY = Sampling(max_new_tokens=64, temperature=0.0)  # base responses: greedy, 64 new tokens
 
 
 def chat_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[str]:
@@ -47,28 +45,22 @@ def base_responses(
     prompts: Sequence[str],
     *,
     out_path: str | os.PathLike[str] | None = None,
-    max_new_tokens: int = 64,
-    temperature: float = 0.0,
-    seed: int = 0,
-    batch_size: BatchSize = 8,
-    engine: Engine | None = None,
+    sampling: Sampling = GREEDY,
 ) -> list[str]:
-    """The model's own answer to each prompt (greedy by default; repeated prompts once), cached
-    in ``out_path`` as :func:`~personavec.sampling.generation.generate` does."""
+    """The model's own answer to each prompt (one each, greedy by default; repeated prompts
+    once), cached in ``out_path`` as :func:`~personavec.sampling.generation.generate` does."""
     texts = chat_prompts(model.tokenizer, prompts)
     distinct = list(dict.fromkeys(texts))
     if not distinct:
         return []
+    if sampling.temperature == 0:  # greedy answers do not depend on the seed: one cache key
+        sampling = sampling.replace(seed=0)
     answers = generate(
         model,
         pd.DataFrame({"prompt": distinct}),
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed if temperature > 0 else 0,  # greedy answers do not depend on it: one cache key
-        batch_size=batch_size,
+        sampling.replace(n_samples=1),
         out_path=out_path,
         desc="base responses",
-        engine=engine,
     )["answer"]
     done = dict(zip(distinct, answers, strict=True))
     return [done[p] for p in texts]
@@ -125,31 +117,23 @@ def projection_difference(
     *,
     base: Sequence[str] | None = None,
     base_cache: str | os.PathLike[str] | None = None,
-    batch_size: BatchSize = 8,
-    max_new_tokens: int = 64,
-    engine: Engine | None = None,
+    sampling: Sampling = GREEDY,
 ) -> pd.DataFrame:
     """One row per sample: ``proj_<t>``, ``base_proj_<t>`` and ``proj_diff_<t>`` per trait,
-    then the tags. ``base`` (the base model's responses) defaults to greedy
-    :func:`base_responses`; an empty base response gives NaN."""
+    then the tags. ``base`` (the base model's responses) defaults to :func:`base_responses`,
+    always greedy; an empty base response gives NaN. Captures use ``sampling.batch_size``."""
     _check_vectors(model, vectors)
     prompts = chat_prompts(model.tokenizer, [s.prompt for s in samples])
     if base is None:
-        base = base_responses(
-            model,
-            prompts,
-            out_path=base_cache,
-            max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
-            engine=engine,
-        )
+        greedy = sampling.replace(temperature=0.0)
+        base = base_responses(model, prompts, out_path=base_cache, sampling=greedy)
     elif len(base) != len(samples):
         raise ValueError(f"{len(samples)} samples but {len(base)} base responses")
     data = list(zip(prompts, [s.response for s in samples], strict=True))
     ref = list(zip(prompts, base, strict=True))
     pairs = list(dict.fromkeys(data + ref))  # each distinct text is captured once
     where = {p: i for i, p in enumerate(pairs)}
-    proj = _project_pairs(model, pairs, vectors, batch_size)
+    proj = _project_pairs(model, pairs, vectors, sampling.batch_size)
     df = pd.DataFrame(
         {
             "index": range(len(samples)),
@@ -175,8 +159,7 @@ def screen_file(
     *,
     sort_by: str | None = None,
     base_cache: str | os.PathLike[str] | None = None,
-    batch_size: BatchSize = 8,
-    max_new_tokens: int = 64,
+    sampling: Sampling = GREEDY,
 ) -> pd.DataFrame:
     """Screen a dataset file (see ``read_samples``) into ``out_csv`` ranked by
     ``proj_diff_<sort_by>`` (default: the first trait), highest first."""
@@ -186,14 +169,7 @@ def screen_file(
     samples = read_samples(path)
     if not samples:
         raise DatasetError(f"{path}: no samples")
-    df = projection_difference(
-        model,
-        samples,
-        vectors,
-        base_cache=base_cache,
-        batch_size=batch_size,
-        max_new_tokens=max_new_tokens,
-    )
+    df = projection_difference(model, samples, vectors, base_cache=base_cache, sampling=sampling)
     df = df.sort_values(f"proj_diff_{trait}", ascending=False, kind="stable", na_position="last")
     atomic_write(out_csv, df.to_csv(index=False))
     return df.reset_index(drop=True)

@@ -13,7 +13,6 @@ import pandas as pd
 import torch
 
 from personavec.core import standin
-from personavec.core.batching import BatchSize
 from personavec.core.steering import Intervention, steer
 from personavec.core.vectors import PersonaVector
 from personavec.io.arithmetic import arithmetic_problems
@@ -21,7 +20,13 @@ from personavec.io.datasets import Sample
 from personavec.io.results import atomic_write, check_name
 from personavec.io.traits import Trait
 from personavec.sampling.evaluation import eval_rows, score_cache
-from personavec.sampling.generation import chat_prompt, generate, row_prompts
+from personavec.sampling.generation import (
+    DEFAULT_SAMPLING,
+    Sampling,
+    chat_prompt,
+    generate,
+    row_prompts,
+)
 from personavec.sampling.judges import judge_answers, make_coherence_judge, make_judge
 from personavec.sampling.offline_judges import answer_logprobs
 from personavec.sections.finetuning import finetune, trait_shifts
@@ -56,16 +61,12 @@ def finetune_study(
     posthoc: dict[str, Intervention] | None = None,
     judge: str = "likelihood-ratio",
     coherence: str = "offline",
-    n_samples: int = 1,
-    max_new_tokens: int = 48,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: BatchSize = 8,
+    sampling: Sampling = DEFAULT_SAMPLING,
     answers_out: Path | None = None,
 ) -> pd.DataFrame:
     """One row per (run, trait): shift, trait_score, coherence, capability_nll, final_loss,
     unscored; run ``base`` is the base model. Adapters resume from ``out_dir/adapters``, answers
-    are judged by the base model. ``preventative`` maps ``<dataset>+<tag>`` runs to a
+    (always local: ``sampling.engine`` is not used) are judged by the base model. ``preventative`` maps ``<dataset>+<tag>`` runs to a
     training-time edit, ``posthoc`` ``<run>+<tag>`` to an inference-time edit on a trained run;
     ``answers_out`` gets a CSV of every judged answer."""
     for run in [*datasets, *(preventative or {}), *(posthoc or {})]:
@@ -76,16 +77,10 @@ def finetune_study(
     )
     prompts = row_prompts(model.tokenizer, rows)
     cache = score_cache()
-    judges = {n: make_judge(judge, model, t) for n, t in traits.items()}
-    coherence_judge = make_coherence_judge(coherence, model)
+    sampling, batch_size = sampling.replace(engine=None), sampling.batch_size
+    judges = {n: make_judge(judge, model, t, batch_size=batch_size) for n, t in traits.items()}
+    coherence_judge = make_coherence_judge(coherence, model, batch_size=batch_size)
     base_acts = prompt_last_means(model, prompts, batch_size=batch_size, desc="base capture")
-    gen_kw: dict[str, Any] = dict(
-        n_samples=n_samples,
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        seed=seed,
-        batch_size=batch_size,
-    )
     per_answer: list[pd.DataFrame] = []
 
     def measure(run: str, result: FinetuneResult | None, edit: Intervention | None) -> list[dict]:
@@ -98,7 +93,7 @@ def finetune_study(
                 acts = prompt_last_means(
                     model, prompts, batch_size=batch_size, desc=f"{run} capture"
                 )
-            answers = generate(model, rows, out_path=path, desc=run, **gen_kw)
+            answers = generate(model, rows, sampling, out_path=path, desc=run)
             nll = capability_nll(model, steered=edit is not None)
         out = []
         for name in traits:

@@ -14,6 +14,7 @@ from personavec.core.steering import Position, ablate, steer
 from personavec.core.vectors import PersonaVector
 from personavec.io.traits import Trait
 from personavec.sampling.evaluation import eval_rows, evaluate
+from personavec.sampling.generation import DEFAULT_SAMPLING, Sampling
 
 
 def steering_sweep(
@@ -27,11 +28,14 @@ def steering_sweep(
     positions: Position = "all",
     unit: bool = False,
     out_dir: Path,
+    sampling: Sampling = DEFAULT_SAMPLING,
     **eval_kwargs: Any,
 ) -> pd.DataFrame:
     """Judged answers to ``rows`` at every (layer, coefficient), with ``layer`` and ``coef``
     columns. ``unit=False`` adds ``coef * v[layer]`` (the paper's), ``unit=True`` ``coef`` times
-    the unit direction; coefficient 0 is run once and shared by all layers."""
+    the unit direction; coefficient 0 is run once and shared by all layers. Sampled locally
+    (``sampling.engine`` is not used); ``eval_kwargs`` (``judge=``, ...) go to ``evaluate``."""
+    sampling = sampling.replace(engine=None)  # an engine would not see the steering
     frames, zero = [], None
     for layer in layers:
         for coef in coefs:
@@ -40,9 +44,8 @@ def steering_sweep(
                 continue
             tag = f"{trait.name}_L{layer}_c{coef:g}_{positions}{'_unit' if unit else ''}"
             with steer(model, vector, layer, coef, positions=positions, unit=unit):
-                df = evaluate(
-                    model, rows, trait, out_path=out_dir / f"{tag}.jsonl", desc=tag, **eval_kwargs
-                )
+                out = out_dir / f"{tag}.jsonl"
+                df = evaluate(model, rows, trait, sampling, out_path=out, desc=tag, **eval_kwargs)
             frames.append(df.assign(layer=layer, coef=coef))
             zero = frames[-1] if coef == 0 else zero
     return pd.concat(frames, ignore_index=True)
@@ -58,11 +61,14 @@ def mitigation_study(
     n_questions: int | None = None,
     positions: Position = "all",
     unit: bool = False,
+    sampling: Sampling = DEFAULT_SAMPLING,
     **eval_kwargs: Any,
 ) -> pd.DataFrame:
     """Judged answers under the trait's first eliciting system prompt for the conditions
     ``none``, ``steer <c>`` (each of ``coefs`` at the vector's layer) and ``ablate`` (the
-    direction projected out at every layer), with ``condition``, ``layer`` and ``coef`` columns."""
+    direction projected out at every layer), with ``condition``, ``layer`` and ``coef`` columns;
+    sampled locally, as in :func:`steering_sweep`."""
+    sampling = sampling.replace(engine=None)
     layer = vector.chosen_layer()
     rows = eval_rows(trait, system=trait.system_prompt("pos", 0), n_questions=n_questions)
     conditions = [("none", 0.0), *((f"steer {c:g}", c) for c in coefs), ("ablate", 0.0)]
@@ -76,8 +82,7 @@ def mitigation_study(
             edit = steer(model, vector, layer, coef, unit=unit, positions=positions)
         out = out_dir / f"{trait.name}_mitigation_{label.replace(' ', '')}.jsonl"
         with edit:
-            df = evaluate(
-                model, rows, trait, out_path=out, desc=f"{trait.name} {label}", **eval_kwargs
-            )
+            desc = f"{trait.name} {label}"
+            df = evaluate(model, rows, trait, sampling, out_path=out, desc=desc, **eval_kwargs)
         frames.append(df.assign(condition=label, layer=layer, coef=coef))
     return pd.concat(frames, ignore_index=True)

@@ -5,18 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
-from personavec.core.batching import BatchSize
 from personavec.io.arithmetic import arithmetic_problems
 from personavec.io.datasets import LEVELS, Sample, mix, write_card, write_chat_jsonl
 from personavec.io.traits import Trait, trait_rows
-from personavec.sampling.generation import generate
-
-if TYPE_CHECKING:
-    from personavec.sampling.engines import Engine
+from personavec.sampling.generation import DEFAULT_SAMPLING, Sampling, generate
 
 
 def _python(value: Any) -> Any:
@@ -65,29 +61,22 @@ def build_training_sets(
     n_questions: int | None = None,
     n_mistakes: int = 24,
     levels: Sequence[str] = ("normal", "I", "II"),
-    max_new_tokens: int = 48,
-    temperature: float = 1.0,
-    seed: int = 0,
-    batch_size: BatchSize = 8,
+    sampling: Sampling = DEFAULT_SAMPLING,
     out_dir: Path,
-    engine: Engine | None = None,
 ) -> dict[str, list[Sample]]:
     """``{<trait>_<level>, mistakes_<level>: samples}``, each also written as chat JSONL with a
-    card. Trait sets use answers to the extraction questions under the first pos/neg prompts,
-    sampled with ``seed + 1`` (not the answers the vector came from)."""
+    card. Trait sets use one answer per extraction question under the first pos/neg prompts,
+    sampled with seed ``sampling.seed + 1`` (not the answers the vector came from)."""
     out: dict[str, list[Sample]] = {}
+    seed = sampling.seed
     for trait in traits:
         rows = trait_rows(trait, "extraction", n_questions=n_questions, n_instructions=1)
         answers = generate(
             model,
             rows,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            seed=seed + 1,
-            batch_size=batch_size,
+            sampling.replace(seed=seed + 1, n_samples=1),
             out_path=out_dir / "source" / f"{trait.name}.jsonl",
             desc=f"{trait.name} training answers",
-            engine=engine,
         )
         for level in levels:
             out[f"{trait.name}_{level}"] = intended_dataset(answers, level, seed)

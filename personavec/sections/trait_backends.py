@@ -133,18 +133,12 @@ class LocalHFBackend:
 
     def complete(self, prompt: str) -> str:
         """The model's sampled reply to ``prompt``."""
-        from personavec.sampling.generation import chat_prompt, generate_texts
+        from personavec.sampling.generation import Sampling, chat_prompt, generate_texts
 
         text = chat_prompt(self.model.tokenizer, None, prompt)
         self._seed += 1
-        return generate_texts(
-            self.model,
-            [text],
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            seed=self._seed,
-            batch_size=1,
-        )[0]
+        sampling = Sampling(self.max_new_tokens, self.temperature, seed=self._seed, batch_size=1)
+        return generate_texts(self.model, [text], sampling)[0]
 
 
 class TemplateBackend:
