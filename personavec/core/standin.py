@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from transformers import BatchEncoding
 
 STANDIN_ENV = "PERSONAVEC_STANDIN"
 LOG_ENV = "PERSONAVEC_CALL_LOG"
@@ -113,8 +114,9 @@ class StandinTokenizer:
     all_special_tokens = ["<|im_start|>", "<|im_end|>"]
     chat_template = "standin"
 
-    def __call__(self, text: str, **_: Any) -> SimpleNamespace:
-        return SimpleNamespace(input_ids=[1] * tokens(text))
+    def __call__(self, text: str, return_tensors: str | None = None, **_: Any) -> BatchEncoding:
+        ids = [1] * tokens(text)
+        return BatchEncoding({"input_ids": torch.tensor([ids]) if return_tensors == "pt" else ids})
 
     def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
         if messages[0]["role"] != "system":
@@ -142,6 +144,15 @@ class StandinModel(_Module):
         self.config = SimpleNamespace(num_hidden_layers=layers, hidden_size=hidden, model_type=arch)
         self.tokenizer = StandinTokenizer()
         self.model = SimpleNamespace(layers=[_Module() for _ in range(layers)], norm=_Module())
+
+    def __call__(self, input_ids: torch.Tensor, **_: Any) -> SimpleNamespace:
+        """A direct forward pass: seeded random hidden states ``[b, T, d]`` for every layer."""
+        gen = torch.Generator().manual_seed(0)
+        shape = (*input_ids.shape, self.config.hidden_size)
+        layers = range(self.config.num_hidden_layers + 1)
+        return SimpleNamespace(
+            hidden_states=tuple(torch.randn(shape, generator=gen) for _ in layers)
+        )
 
     def named_parameters(self) -> Iterator[tuple[str, torch.Tensor]]:
         return iter(())
