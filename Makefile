@@ -25,7 +25,8 @@ $(VENV)/.installed: pyproject.toml
 # Each notebook runs with its full-run parameters, configs/embedded/<notebook>.yaml (the
 # notebooks' own defaults are CI-sized for nbmake); caches make a rerun after an interrupt resume.
 # Notebooks run $(JOBS) at a time in their data order (01 reads 00's trait gates, 02 and 03 read
-# 01's vectors, 04 reads 03's datasets), each kernel on $(THREADS) torch thread(s). Each one's
+# 01's vectors, 04 reads 03's datasets), each kernel on $(THREADS) torch thread(s) (00 and 01,
+# which run alone, on two). Each one's
 # time is recorded in results/reproduce_times.json; the expected time printed first follows the
 # longest chain of the last run's times.
 EMBEDDED ?= configs/embedded
@@ -34,13 +35,17 @@ JOBS ?= 2
 THREADS ?= 1
 STEMS := $(basename $(notdir $(NOTEBOOKS)))
 reproduce: setup
-	@$(PY) -c "import json,pathlib; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; g=t.get; chain=max(g('00_traits',0)+g('01_extraction',0)+max(g('02_steering',0),g('03_finetune_shift',0)+g('04_data_screening',0)),g('00b_trait_generation',0)); print(f'expected time: {chain/60:.0f} min ({len(t)} notebooks, the last run on a 2-core CPU)' if t else 'expected time: unknown (no earlier run)')"
+	@$(PY) -c "import json,pathlib; p=pathlib.Path('$(TIMES)'); t=json.loads(p.read_text()) if p.exists() else {}; g=t.get; chain=g('00_traits',0)+g('01_extraction',0)+max(g('02_steering',0)+g('00b_trait_generation',0),g('03_finetune_shift',0)+g('04_data_screening',0)); print(f'expected time: {chain/60:.0f} min ({len(t)} notebooks, the last run on a 2-core CPU)' if t else 'expected time: unknown (no earlier run)')"
 	@$(MAKE) --no-print-directory -j$(JOBS) $(addprefix run-,$(STEMS))
 	$(PY) -m personavec.io.claims
 
 run-01_extraction: run-00_traits
 run-02_steering run-03_finetune_shift: run-01_extraction
 run-04_data_screening: run-03_finetune_shift
+# 00 and 01 run alone (everything after them reads their results), so they get both cores;
+# 00b reads nothing, and waits for 02 only to take the core 02 frees, not one 00 or 01 needs
+run-00_traits run-01_extraction: THREADS = 2
+run-00b_trait_generation: run-02_steering
 run-%:
 	@echo "== notebooks/$*.ipynb (parameters: $(EMBEDDED)/$*.yaml)"
 	@start=$$(date +%s); \

@@ -228,6 +228,7 @@ def test_finetune_study_rows_shift_and_resume(model, tmp_path, generated, monkey
     kwargs = dict(
         out_dir=tmp_path / "study",
         n_eval_questions=1,
+        n_mc_questions=3,
         posthoc=posthoc,
         sampling=SHORT.replace(batch_size=4),
     )
@@ -238,6 +239,9 @@ def test_finetune_study_rows_shift_and_resume(model, tmp_path, generated, monkey
     }
     for col in ("shift", "trait_score", "coherence", "capability_nll", "final_loss", "unscored"):
         assert col in df.columns
+    assert (df["capability_mc_n"] == 3).all() and df["capability_mc"].isin(
+        [0, 1 / 3, 2 / 3, 1]
+    ).all()
     base = df[df["run"] == "base"]
     assert (base["shift"] == 0.0).all() and base["final_loss"].isna().all()
     tuned = df[df["run"] != "base"]
@@ -311,3 +315,14 @@ def test_load_or_extract_end_to_end_then_reuse(model, tmp_path, monkeypatch):
         pytest.raises(RuntimeError, match=custom.digest()),
     ):
         extraction.load_or_extract(model, custom, **kwargs)
+
+
+def test_capability_mc_set_and_choices(model):
+    items = pd.read_json(shift_study.MC_PATH, lines=True)
+    assert len(items) == 32 and items["options"].map(len).eq(4).all()
+    assert items.apply(lambda r: 0 <= r["answer"] < len(r["options"]), axis=1).all()
+    assert items["answer"].value_counts().min() >= 8  # the right option is not always one slot
+    flags = shift_study.capability_mc(model, 4)
+    assert len(flags) == 4 and all(isinstance(f, bool) for f in flags)
+    # teacher-forced choice: the option the model finds likeliest, per question, deterministic
+    assert flags == shift_study.capability_mc(model, 4)

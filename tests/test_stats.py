@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from personavec.io.stats import Estimate, auc, mean_ci, mean_diff, pearson, spearman
+from personavec.io.stats import Estimate, auc, mean_ci, mean_diff, pearson, proportion, spearman
 
 RNG = np.random.default_rng(123)
 X = RNG.normal(size=40)
@@ -146,3 +146,15 @@ def test_as_dict_and_str():
         "r/p": 0.00063,
     }
     assert str(est) == "0.91 [0.64, 0.98], n = 9, p = 0.00063"
+
+
+def test_proportion_exact_ci_and_binomial_p():
+    est = proportion(15, 32, 0.25)
+    ref = sps.binomtest(15, 32, 0.25)
+    ci = ref.proportion_ci(method="exact")
+    assert est.value == 15 / 32 and est.n == 32
+    assert (est.low, est.high, est.p) == pytest.approx((ci.low, ci.high, ref.pvalue))
+    assert est.low > 0.25  # 15 of 32 is above chance at 5 %
+    assert proportion(8, 32, 0.25).p == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="k=5, n=4"):
+        proportion(5, 4)

@@ -390,3 +390,25 @@ def mitigation_bars(
         ax.annotate(text, (x, 104), ha="center", va="bottom", fontsize=7, color="tab:red")
     ax.set_ylim(0, 125)
     return ax
+
+
+def mitigation_sweep(
+    ax: Any, table: pd.DataFrame, runs: Mapping[str, str], *, ylabel: str = "", title: str = ""
+) -> Any:
+    """One line per mitigation (``post-hoc <c>``/``preventative <c>`` conditions of ``table``)
+    against |coefficient|, both starting at ``none`` (|c| = 0); ``base`` is a dashed line with its
+    CI band. ``table``: ``condition, value, low, high, n`` rows; ``runs``: condition -> run."""
+    rows = table.set_index("condition")
+    if "base" in rows.index:
+        base = rows.loc["base"]
+        ax.axhline(base["value"], color=CONDITION_COLOURS["base"], ls="--", lw=1, label="base")
+        ax.axhspan(base["low"], base["high"], color=CONDITION_COLOURS["base"], alpha=0.12, lw=0)
+    for kind in ("post-hoc", "preventative"):
+        conds = ["none", *(c for c in runs if c.startswith(kind + " "))]
+        part = rows.loc[[c for c in conds if c in rows.index]].reset_index()
+        x = [0.0 if c == "none" else abs(float(c.split()[-1])) for c in part["condition"]]
+        ax.errorbar(x, part["value"], yerr=_yerr(part), marker="o", capsize=3,
+                    color=CONDITION_COLOURS[kind], label=kind)  # fmt: skip
+    ax.set(xlabel="|coefficient| (0: finetuned, no steering)", ylabel=ylabel, title=title)
+    ax.legend(fontsize=7)
+    return ax

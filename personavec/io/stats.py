@@ -210,6 +210,16 @@ def auc(scores: ArrayLike, labels: ArrayLike, groups: ArrayLike | None = None, *
                    n_resamples, ok)  # fmt: skip
 
 
+def proportion(k: int, n: int, null: float = 0.5) -> Estimate:
+    """``k`` successes in ``n`` trials: the share, its exact (Clopper-Pearson) 95 % CI and the
+    two-sided binomial test against ``null`` (``scipy.stats.binomtest``)."""
+    if n < 1 or not 0 <= k <= n:
+        raise ValueError(f"proportion needs 0 <= k <= n and n >= 1, got k={k}, n={n}")
+    test = sps.binomtest(int(k), int(n), null)
+    ci = test.proportion_ci(0.95, method="exact")
+    return Estimate(k / n, ci.low, ci.high, n, test.pvalue, f"binomial vs {null:g}")
+
+
 def mean_diff(a: ArrayLike, b: ArrayLike, paired: bool = False,
               groups: ArrayLike | None = None, *, seed: int = 0,
               n_resamples: int = 2000) -> Estimate:  # fmt: skip

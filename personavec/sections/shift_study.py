@@ -48,6 +48,34 @@ def capability_nll(model: Any, n: int = 16, seed: int = 12345, *, steered: bool 
     return -sum(lp for lp, _ in lps) / max(1, sum(k for _, k in lps))
 
 
+MC_PATH = Path(__file__).parents[1] / "data" / "capability_mc.jsonl"
+
+
+def capability_mc(model: Any, n: int | None = None, *, steered: bool = False) -> list[bool]:
+    """Held-out capability: one flag per question of the shipped multiple-choice set (easy
+    general knowledge, four options, written for this repo; the first ``n``, default all), True
+    where the option with the highest mean per-token log-prob as the answer is the right one
+    (chance: 25 %); ``steered=True`` answers under the active steering."""
+    items = pd.read_json(MC_PATH, lines=True).head(n)
+    tok = model.tokenizer
+    prompts = [
+        chat_prompt(tok, None, q)
+        for q, o in zip(items.question, items.options, strict=True)
+        for _ in o
+    ]
+    options = [opt for opts in items.options for opt in opts]
+    n_tokens = sum(map(standin.tokens, prompts + options))
+    fake = standin.seam(model, "capability", len(options), n_tokens, lambda: [True] * len(items))
+    if fake is not None:  # a dry run
+        return fake
+    lps = iter(answer_logprobs(model, prompts, options, steered=steered))
+    picks = []
+    for opts in items.options:
+        means = [lp / max(1, k) for lp, k in (next(lps) for _ in opts)]
+        picks.append(max(range(len(opts)), key=means.__getitem__))
+    return [pick == answer for pick, answer in zip(picks, items.answer, strict=True)]
+
+
 def finetune_study(
     model: Any,
     datasets: dict[str, list[Sample]],
@@ -63,12 +91,14 @@ def finetune_study(
     coherence: str = "offline",
     sampling: Sampling = DEFAULT_SAMPLING,
     answers_out: Path | None = None,
+    n_mc_questions: int | None = None,
 ) -> pd.DataFrame:
-    """One row per (run, trait): shift, trait_score, coherence, capability_nll, final_loss,
-    unscored; run ``base`` is the base model. Adapters resume from ``out_dir/adapters``, answers
+    """One row per (run, trait): shift, trait_score, coherence, capability_nll, capability_mc
+    (accuracy) and capability_mc_n, final_loss, unscored; run ``base`` is the base model. Adapters resume from ``out_dir/adapters``, answers
     (always local: ``sampling.engine`` is not used) are judged by the base model. ``preventative`` maps ``<dataset>+<tag>`` runs to a
     training-time edit, ``posthoc`` ``<run>+<tag>`` to an inference-time edit on a trained run;
-    ``answers_out`` gets a CSV of every judged answer."""
+    ``answers_out`` gets a CSV of every judged answer; ``n_mc_questions``: the first n questions
+    of the multiple-choice capability set (None: all)."""
     for run in [*datasets, *(preventative or {}), *(posthoc or {})]:
         check_name(run, "run name")  # each becomes a folder and a file name
     rows = pd.concat(
@@ -95,6 +125,7 @@ def finetune_study(
                 )
             answers = generate(model, rows, sampling, out_path=path, desc=run)
             nll = capability_nll(model, steered=edit is not None)
+            mc = capability_mc(model, n_mc_questions, steered=edit is not None)
         out = []
         for name in traits:
             sel = torch.tensor((rows["trait"] == name).to_numpy())
@@ -110,6 +141,8 @@ def finetune_study(
                     "trait_score": judged["trait_score"].astype(float).mean(),
                     "coherence": judged["coherence"].astype(float).mean(),
                     "capability_nll": nll,
+                    "capability_mc": sum(mc) / len(mc),
+                    "capability_mc_n": len(mc),
                     "final_loss": result.losses[-1] if result is not None else None,
                     "unscored": int(judged["trait_score"].isna().sum()),
                 }
